@@ -1,0 +1,250 @@
+"""The rule language's syntax tree: frozen dataclasses, each node with its span.
+
+Both source forms (.rules text and YAML) produce these nodes; the compiler, linter and
+formatter read them. Behaviour lives in those passes, not here. ``span`` and
+``comments`` never take part in equality, so two trees compare equal when they mean the
+same thing, whatever their layout (that is how fmt's round trips are tested).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .errors import NO_SPAN, Span
+
+
+def _span():
+    return field(default=NO_SPAN, compare=False, repr=False)
+
+
+def _comments():
+    return field(default=(), compare=False, repr=False)
+
+
+# ---------------------------------------------------------------- expressions
+
+@dataclass(frozen=True)
+class Literal:
+    """A string, integer, boolean or none. ``kind`` is str|int|bool|none."""
+
+    value: object
+    kind: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A duration literal such as ``1h30m``; ``seconds`` is its length."""
+
+    seconds: int
+    text: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ListLit:
+    items: tuple
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Regex:
+    """``/pattern/`` with Python syntax; ``pattern`` is the text between the slashes."""
+
+    pattern: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A dotted name: a fact (``chat.priority``), a state (``chat.idle``) or ``now``."""
+
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``left OP right``; op is one of ==, !=, <, <=, >, >=, in, not in, contains,
+    starts with, ends with, matches."""
+
+    op: str
+    left: "Expr"
+    right: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class IsNone:
+    operand: "Expr"
+    negated: bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class For:
+    """``STATE for DURATION``: true once the state has held for that long."""
+
+    operand: "Expr"
+    duration: Duration
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class And:
+    items: tuple
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Or:
+    items: tuple
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Paren:
+    """Parentheses the author wrote; kept so fmt reproduces them."""
+
+    expr: "Expr"
+    span: Span = _span()
+
+
+Expr = Union[Literal, Duration, ListLit, Regex, Ref, Call, Compare, IsNone, For, Not, And, Or, Paren]
+
+
+# ---------------------------------------------------------------- actions
+
+@dataclass(frozen=True)
+class Target:
+    """Who an action reaches. kind: subscribers|assignee|operators|mentioned|agent|
+    department|customer; ``id`` for agent and department."""
+
+    kind: str
+    id: str | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Action:
+    """One action of a ``then`` block.
+
+    kind and the fields it uses:
+      assign_agent: agent | assign_department: department, strategy
+      unassign, close, reopen, lock, unlock, stop: nothing
+      subscribe: target | unsubscribe: target (agent)
+      notify: target, except_, template, message
+      email: target (customer), template
+      reply: text | reply_article: article | note: text
+      tag, untag: tag | set_priority: priority | set_field: field_name, value
+    """
+
+    kind: str
+    span: Span = _span()
+    agent: str | None = None
+    department: str | None = None
+    strategy: str | None = None
+    target: Target | None = None
+    except_: str | None = None
+    template: str | None = None
+    message: str | None = None
+    text: str | None = None
+    article: str | None = None
+    tag: str | None = None
+    priority: int | None = None
+    field_name: str | None = None
+    value: object = None  # an Expr for set_field
+    # option order as written (notify's options come in any order); fmt keeps it
+    order: tuple = field(default=(), compare=False, repr=False)
+    comments: tuple = _comments()
+    trailing: str | None = field(default=None, compare=False, repr=False)
+
+
+# ---------------------------------------------------------------- top level
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule or an override (``override=True``; ``id`` is then the id it replaces).
+
+    ``on`` is the event name or None for a state rule; ``priority`` is None when not written.
+    """
+
+    id: str
+    title: str | None
+    on: str | None
+    when: Expr | None
+    actions: tuple
+    priority: int | None = None
+    override: bool = False
+    span: Span = _span()
+    id_span: Span = _span()
+    on_span: Span = _span()
+    priority_span: Span = _span()
+    # (clause, Span) for each clause as written: "on" | "when" | "then" | "priority"
+    clause_spans: tuple = field(default=(), compare=False, repr=False)
+    comments: tuple = _comments()
+    clause_comments: tuple = field(default=(), compare=False, repr=False)  # ((clause, (lines)), …)
+    end_comments: tuple = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Disable:
+    id: str
+    span: Span = _span()
+    comments: tuple = _comments()
+
+
+@dataclass(frozen=True)
+class ScheduleLine:
+    """``DAY[-DAY] HH:MM-HH:MM``: days 0=mon … 6=sun, minutes since midnight (end ≤ 1440)."""
+
+    first_day: int
+    last_day: int
+    start: int
+    end: int
+    span: Span = _span()
+    comments: tuple = _comments()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: str
+    title: str | None
+    timezone: str
+    lines: tuple
+    span: Span = _span()
+    id_span: Span = _span()
+    timezone_span: Span = _span()
+    comments: tuple = _comments()
+    end_comments: tuple = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RuleFile:
+    """One source file. ``items`` keeps rules, overrides and disables in written order;
+    ``schedules`` are kept apart since their place in a file carries no meaning."""
+
+    path: str
+    items: tuple
+    schedules: tuple
+    source: str = field(default="", compare=False, repr=False)
+    end_comments: tuple = field(default=(), compare=False, repr=False)
+    # (line, codes) of `# chatflow: ignore=CODE` markers, already resolved to the line they cover
+    ignores: tuple = field(default=(), compare=False, repr=False)
+    form: str = field(default="rules", compare=False, repr=False)  # rules | yaml
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

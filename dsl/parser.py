@@ -1,0 +1,577 @@
+"""Parse .rules text into the AST (dsl.ast).
+
+The grammar (``grammar.lark``) owns the syntax; the Transformer below has one method per
+grammar rule and only builds nodes. Lark's own errors are turned into located
+:class:`ParseError` with a readable list of what was expected.
+"""
+from __future__ import annotations
+
+import contextvars
+import functools
+import re
+from pathlib import Path
+
+from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import ast
+from .errors import Diagnostic, ParseError, SourceError, Span, fail
+
+GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
+MAX_DEPTH = 64
+
+# `default.NAME` is the one dotted rule id: the shipped rules' (the compiler keeps the
+# prefix to rules/default.rules).
+DEFAULT_ID_RE = re.compile(r"^default\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# Comments are dropped by the grammar but kept for fmt: the lexer hands each one to the
+# list of the parse under way (a context variable, so threads never mix them up).
+_COMMENTS: contextvars.ContextVar[list] = contextvars.ContextVar("chatflow_comments")
+
+
+def _keep_comment(token: Token) -> None:
+    sink = _COMMENTS.get(None)
+    if sink is not None:
+        sink.append(token)
+
+
+@functools.lru_cache(maxsize=1)
+def grammar() -> Lark:
+    """The LALR parser, built once per process (and cached on disk by Lark)."""
+    return Lark.open(
+        str(GRAMMAR_PATH),
+        parser="lalr",
+        start=["start", "expr"],
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=True,
+        lexer_callbacks={"COMMENT": _keep_comment},
+    )
+
+
+def _span(path: str, node) -> Span:
+    if isinstance(node, Token):
+        return Span(path, node.line, node.column, node.end_line, node.end_column)
+    meta = node.meta if isinstance(node, Tree) else node
+    if getattr(meta, "empty", False):
+        return Span.point(path, 1, 1)
+    return Span(path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n"}
+
+
+def unquote(path: str, token: Token) -> str:
+    """The value of a STRING token; only \\" \\\\ and \\n are escapes."""
+    body = token.value[1:-1]
+    out, i = [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\":
+            nxt = body[i + 1]
+            if nxt not in _ESCAPES:
+                col = token.column + 1 + i
+                fail(Span(path, token.line, col, token.line, col + 2), "bad_string",
+                     f"unknown escape `\\{nxt}` in string", 'the escapes are \\" \\\\ and \\n', kind=ParseError)
+            out.append(_ESCAPES[nxt])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def duration_seconds(text: str) -> int | None:
+    """Seconds in a duration such as ``1h30m``, or None if it is not well-formed."""
+    m = _DURATION_RE.match(text)
+    if not m or not text:
+        return None
+    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+def parse_duration(path: str, token: Token) -> ast.Duration:
+    seconds = duration_seconds(token.value)
+    if seconds is None:
+        fail(_span(path, token), "bad_duration",
+             f"bad duration `{token.value}`", "units go d, h, m, s in that order, each at most once (`1h30m`)",
+             kind=ParseError)
+    if seconds <= 0:
+        fail(_span(path, token), "bad_duration", f"duration `{token.value}` must be above zero", kind=ParseError)
+    return ast.Duration(seconds, token.value, _span(path, token))
+
+
+@v_args(meta=True)
+class _Build(Transformer_NonRecursive):
+    """One method per grammar rule; each returns the AST node for it."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def sp(self, meta) -> Span:
+        return _span(self.path, meta)
+
+    def tsp(self, token) -> Span:
+        return _span(self.path, token)
+
+    def s(self, token) -> str:
+        return unquote(self.path, token)
+
+    # -- top level
+
+    def start(self, meta, items):
+        return list(items)
+
+    def title(self, meta, children):
+        return ("title", self.s(children[0]))
+
+    def _rule(self, meta, children, override):
+        id_tok = children[0]
+        rest = children[1:]
+        title = None
+        if rest and isinstance(rest[0], tuple) and rest[0][0] == "title":
+            title = rest[0][1]
+            rest = rest[1:]
+        if not override and "." in id_tok.value and not DEFAULT_ID_RE.match(id_tok.value):
+            fail(self.tsp(id_tok), "bad_name", f"rule id `{id_tok.value}` may not contain `.`",
+                 "dots are for the `default.` ids of shipped rules; use `_`", kind=ParseError)
+        fields = {"on": None, "when": None, "then": None, "priority": None}
+        spans = {}
+        on_span = priority_span = _span(self.path, meta)
+        for clause, value, span in rest:
+            if fields[clause] is not None:
+                fail(span, "duplicate_clause", f"a rule has at most one `{clause}`",
+                     kind=ParseError)
+            fields[clause] = value
+            spans[clause] = span
+            if clause == "on":
+                on_span = value[1]
+            if clause == "priority":
+                priority_span = span
+        if fields["then"] is None:
+            fail(self.tsp(id_tok), "missing_then", f"rule `{id_tok.value}` has no `then`",
+                 "every rule needs exactly one `then` with its actions", kind=ParseError)
+        clause_spans = tuple(sorted(spans.items(), key=lambda kv: (kv[1].line, kv[1].column)))
+        return ast.Rule(
+            id=id_tok.value,
+            title=title,
+            on=fields["on"][0] if fields["on"] else None,
+            when=fields["when"],
+            actions=tuple(fields["then"]),
+            priority=fields["priority"],
+            override=override,
+            span=self.sp(meta),
+            id_span=self.tsp(id_tok),
+            on_span=on_span,
+            priority_span=priority_span,
+            clause_spans=clause_spans,
+        )
+
+    def rule(self, meta, children):
+        return self._rule(meta, children, override=False)
+
+    def override(self, meta, children):
+        return self._rule(meta, children, override=True)
+
+    def disable(self, meta, children):
+        return ast.Disable(children[0].value, self.sp(meta))
+
+    def on_clause(self, meta, children):
+        tok = children[0]
+        return ("on", (tok.value, self.tsp(tok)), self.sp(meta))
+
+    def when_clause(self, meta, children):
+        return ("when", children[0], self.sp(meta))
+
+    def then_clause(self, meta, children):
+        child = children[0]
+        actions = child if isinstance(child, list) else [child]
+        return ("then", actions, self.sp(meta))
+
+    def action_block(self, meta, children):
+        return list(children)
+
+    def priority_clause(self, meta, children):
+        return ("priority", int(children[0].value), self.sp(meta))
+
+    # -- expressions
+
+    def or_(self, meta, children):
+        return children[0] if len(children) == 1 else ast.Or(tuple(children), self.sp(meta))
+
+    def and_(self, meta, children):
+        return children[0] if len(children) == 1 else ast.And(tuple(children), self.sp(meta))
+
+    def not_(self, meta, children):
+        return ast.Not(children[0], self.sp(meta))
+
+    def compare(self, meta, children):
+        left, op, right = children
+        return ast.Compare(op.value, left, right, self.sp(meta))
+
+    def _binary(op):
+        def build(self, meta, children):
+            return ast.Compare(op, children[0], children[1], self.sp(meta))
+        return build
+
+    in_ = _binary("in")
+    not_in = _binary("not in")
+    contains = _binary("contains")
+    starts_with = _binary("starts with")
+    ends_with = _binary("ends with")
+    del _binary
+
+    def matches(self, meta, children):
+        left, tok = children
+        return ast.Compare("matches", left, ast.Regex(tok.value[1:-1], self.tsp(tok)), self.sp(meta))
+
+    def is_none(self, meta, children):
+        return ast.IsNone(children[0], False, self.sp(meta))
+
+    def is_not_none(self, meta, children):
+        return ast.IsNone(children[0], True, self.sp(meta))
+
+    def for_(self, meta, children):
+        return ast.For(children[0], parse_duration(self.path, children[1]), self.sp(meta))
+
+    def ref(self, meta, children):
+        return ast.Ref(children[0].value, self.sp(meta))
+
+    def call(self, meta, children):
+        name = children[0]
+        return ast.Call(name.value, tuple(children[1:]), self.sp(meta))
+
+    def paren(self, meta, children):
+        return ast.Paren(children[0], self.sp(meta))
+
+    def string(self, meta, children):
+        return ast.Literal(self.s(children[0]), "str", self.sp(meta))
+
+    def int_(self, meta, children):
+        return ast.Literal(int(children[0].value), "int", self.sp(meta))
+
+    def duration(self, meta, children):
+        return parse_duration(self.path, children[0])
+
+    def true(self, meta, children):
+        return ast.Literal(True, "bool", self.sp(meta))
+
+    def false(self, meta, children):
+        return ast.Literal(False, "bool", self.sp(meta))
+
+    def none(self, meta, children):
+        return ast.Literal(None, "none", self.sp(meta))
+
+    def list_(self, meta, children):
+        return ast.ListLit(tuple(children), self.sp(meta))
+
+    # -- actions
+
+    def assign_agent(self, meta, c):
+        return ast.Action("assign_agent", self.sp(meta), agent=self.s(c[0]))
+
+    def assign_department(self, meta, c):
+        strategy = c[1].value if len(c) > 1 else None
+        return ast.Action("assign_department", self.sp(meta), department=self.s(c[0]), strategy=strategy)
+
+    def unassign(self, meta, c):
+        return ast.Action("unassign", self.sp(meta))
+
+    def subscribe(self, meta, c):
+        return ast.Action("subscribe", self.sp(meta), target=c[0])
+
+    def unsubscribe(self, meta, c):
+        return ast.Action("unsubscribe", self.sp(meta), target=ast.Target("agent", self.s(c[0]), self.tsp(c[0])))
+
+    def notify(self, meta, c):
+        target, options = c[0], c[1:]
+        kw, order = {}, []
+        for name, value, span in options:
+            if name in kw:
+                fail(span, "duplicate_option", f"`notify` takes `{name.rstrip('_')}` once", kind=ParseError)
+            kw[name] = value
+            order.append(name)
+        return ast.Action("notify", self.sp(meta), target=target, order=tuple(order), **kw)
+
+    def email(self, meta, c):
+        return ast.Action("email", self.sp(meta), target=ast.Target("customer"), template=self.s(c[0]))
+
+    def reply(self, meta, c):
+        return ast.Action("reply", self.sp(meta), text=self.s(c[0]))
+
+    def reply_article(self, meta, c):
+        return ast.Action("reply_article", self.sp(meta), article=self.s(c[0]))
+
+    def note(self, meta, c):
+        return ast.Action("note", self.sp(meta), text=self.s(c[0]))
+
+    def tag(self, meta, c):
+        return ast.Action("tag", self.sp(meta), tag=self.s(c[0]))
+
+    def untag(self, meta, c):
+        return ast.Action("untag", self.sp(meta), tag=self.s(c[0]))
+
+    def set_priority(self, meta, c):
+        return ast.Action("set_priority", self.sp(meta), priority=int(c[0].value))
+
+    def set_field(self, meta, c):
+        return ast.Action("set_field", self.sp(meta), field_name=c[0].value, value=c[1])
+
+    def _bare(kind):
+        def build(self, meta, c):
+            return ast.Action(kind, self.sp(meta))
+        return build
+
+    close = _bare("close")
+    reopen = _bare("reopen")
+    lock = _bare("lock")
+    unlock = _bare("unlock")
+    stop = _bare("stop")
+    del _bare
+
+    def target_subscribers(self, meta, c):
+        return ast.Target("subscribers", None, self.sp(meta))
+
+    def target_assignee(self, meta, c):
+        return ast.Target("assignee", None, self.sp(meta))
+
+    def target_operators(self, meta, c):
+        return ast.Target("operators", None, self.sp(meta))
+
+    def target_mentioned(self, meta, c):
+        return ast.Target("mentioned", None, self.sp(meta))
+
+    def target_agent(self, meta, c):
+        return ast.Target("agent", self.s(c[0]), self.sp(meta))
+
+    def target_department(self, meta, c):
+        return ast.Target("department", self.s(c[0]), self.sp(meta))
+
+    def opt_except(self, meta, c):
+        return ("except_", c[0], self.sp(meta))
+
+    def who_assignee(self, meta, c):
+        return "assignee"
+
+    def who_actor(self, meta, c):
+        return "actor"
+
+    def opt_template(self, meta, c):
+        return ("template", self.s(c[0]), self.sp(meta))
+
+    def opt_message(self, meta, c):
+        return ("message", self.s(c[0]), self.sp(meta))
+
+    # -- schedules
+
+    def schedule(self, meta, children):
+        id_tok, rest = children[0], children[1:]
+        title = None
+        if rest and isinstance(rest[0], tuple) and rest[0][0] == "title":
+            title, rest = rest[0][1], rest[1:]
+        timezone, tz_span, lines = None, self.tsp(id_tok), []
+        for item in rest:
+            if isinstance(item, ast.ScheduleLine):
+                lines.append(item)
+            else:
+                if timezone is not None:
+                    fail(item[2], "duplicate_clause", "a schedule has one `timezone`", kind=ParseError)
+                _, timezone, tz_span = item
+        if not lines:
+            fail(self.tsp(id_tok), "bad_schedule", f"schedule `{id_tok.value}` has no hours",
+                 "add a line such as `mon-fri 09:00-18:00`", kind=ParseError)
+        return ast.Schedule(id_tok.value, title, timezone or "UTC", tuple(lines), self.sp(meta),
+                            self.tsp(id_tok), tz_span)
+
+    def timezone(self, meta, c):
+        return ("timezone", self.s(c[0]), self.tsp(c[0]))
+
+    def schedule_line(self, meta, c):
+        days = [t for t in c if t.type == "DOTTED"]
+        times = [t for t in c if t.type == "TIME"]
+        idx = []
+        for tok in days:
+            if tok.value not in ast.DAYS:
+                from .errors import did_you_mean
+                fail(self.tsp(tok), "bad_schedule", f"unknown day `{tok.value}`",
+                     did_you_mean(tok.value, ast.DAYS) or "days are mon tue wed thu fri sat sun", kind=ParseError)
+            idx.append(ast.DAYS.index(tok.value))
+        minutes = []
+        for tok in times:
+            hh, mm = int(tok.value[:2]), int(tok.value[3:])
+            if mm > 59 or hh > 24 or (hh == 24 and mm):
+                fail(self.tsp(tok), "bad_schedule", f"bad time `{tok.value}`", "times go 00:00 to 24:00",
+                     kind=ParseError)
+            minutes.append(hh * 60 + mm)
+        if minutes[1] == minutes[0]:
+            fail(self.tsp(times[1]), "bad_schedule", "a time range must not be empty", kind=ParseError)
+        if minutes[0] == 24 * 60:
+            fail(self.tsp(times[0]), "bad_schedule", "a range cannot start at 24:00", kind=ParseError)
+        return ast.ScheduleLine(idx[0], idx[-1], minutes[0], minutes[1], self.sp(meta))
+
+
+# Names users read for the grammar's terminals, in a syntax error's "expected" list.
+TOKEN_NAMES = {
+    "DOTTED": "a name", "STRING": "a string", "INT": "an integer", "DURATION": "a duration",
+    "REGEX": "a /regex/", "TIME": "a time HH:MM", "COMPARE": "a comparison", "LBRACE": "`{`",
+    "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "COMMA": "`,`",
+    "EQUAL": "`=`", "MINUS": "`-`", "$END": "end of file",
+}
+
+
+def _expected_text(expected) -> str:
+    names = []
+    for term in sorted(expected):
+        if term in TOKEN_NAMES:
+            names.append(TOKEN_NAMES[term])
+        else:
+            try:
+                pattern = grammar().get_terminal(term).pattern
+                names.append(f"`{pattern.value}`" if pattern.type == "str" else term.lower())
+            except KeyError:
+                names.append(term.lower())
+    names = sorted(set(names), key=lambda n: (not n.startswith("`"), n))
+    if len(names) > 12:
+        names = names[:12] + ["…"]
+    return ", ".join(names)
+
+
+def _token_text(token: Token) -> str:
+    if token.type == "$END":
+        return "end of file"
+    value = token.value if len(token.value) <= 30 else token.value[:27] + "..."
+    return f"`{value}`"
+
+
+def _syntax_error(path: str, source: str, err: UnexpectedInput) -> ParseError:
+    line, col = max(err.line, 1), max(err.column, 1)
+    if isinstance(err, UnexpectedCharacters):
+        ch = source[err.pos_in_stream] if err.pos_in_stream < len(source) else ""
+        span = Span.point(path, line, col)
+        if ch == '"':
+            return ParseError([Diagnostic(span, "bad_string", "unterminated string",
+                                          hint="a string ends with `\"` on the same line")])
+        if ch == "/":
+            return ParseError([Diagnostic(span, "bad_regex", "unterminated regex", hint="a regex ends with an unescaped `/` on the same line")])
+        if ch == "'":
+            return ParseError([Diagnostic(span, "syntax_error", "unexpected `'`", hint="strings use double quotes")])
+        shown = repr(ch)[1:-1] if ch else "end of file"
+        return ParseError([Diagnostic(span, "syntax_error", f"unexpected character `{shown}`", hint=f"expected {_expected_text(err.allowed)}" if err.allowed else None)])
+    if isinstance(err, UnexpectedEOF):
+        lines = source.splitlines() or [""]
+        span = Span.point(path, len(lines), len(lines[-1]) + 1)
+        return ParseError([Diagnostic(span, "syntax_error", "unexpected end of file", hint=f"expected {_expected_text(err.expected)}")])
+    assert isinstance(err, UnexpectedToken)
+    tok = err.token
+    if tok.type == "$END":
+        lines = source.splitlines() or [""]
+        span = Span.point(path, len(lines), len(lines[-1]) + 1)
+    else:
+        span = _span(path, tok)
+    hint = f"expected {_expected_text(err.expected)}"
+    message = f"unexpected {_token_text(tok)}"
+    if tok.type == "COMPARE" or tok.value in ("contains", "in", "matches", "starts", "ends", "is"):
+        if err.expected and "COMPARE" not in err.expected:
+            message += " (comparisons do not chain; use `and`)"
+    return ParseError([Diagnostic(span, "syntax_error", message, hint=hint)])
+
+
+def _check_depth(path: str, tree: Tree) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, so later recursive passes stay bounded."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            fail(_span(path, node), "too_deep", f"expression nested deeper than {MAX_DEPTH} levels",
+                 kind=ParseError)
+        for child in node.children:
+            if isinstance(child, Tree):
+                stack.append((child, depth + 1))
+
+
+def decode_source(path: str, data: bytes) -> str:
+    """Bytes of a rule file as text, or a located error for a file that is not UTF-8 text."""
+    if len(data) > MAX_SOURCE_BYTES:
+        fail(Span.point(path, 1, 1), "file_too_large",
+             f"file is {len(data)} bytes; rule files are limited to {MAX_SOURCE_BYTES} bytes", kind=ParseError)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = data[: e.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        fail(Span.point(path, line, col), "bad_encoding", f"not UTF-8 text (byte 0x{data[e.start]:02x})",
+             kind=ParseError)
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        col = nul - (text.rfind("\n", 0, nul) + 1) + 1
+        fail(Span.point(path, line, col), "bad_encoding", "binary data (NUL byte) in a rule file", kind=ParseError)
+    return text.lstrip("\ufeff") if text.startswith("\ufeff") else text
+
+
+def parse(source: str, path: str = "<string>") -> ast.RuleFile:
+    """Parse .rules text into a RuleFile; raise ParseError located in ``path``."""
+    comments: list[Token] = []
+    try:
+        tree = _parse_tree(source, comments)
+    except UnexpectedInput as e:
+        raise _syntax_error(path, source, e) from None
+    _check_depth(path, tree)
+    try:
+        items = _Build(path).transform(tree)
+    except VisitError as e:  # Lark wraps errors raised in Transformer methods
+        if isinstance(e.orig_exc, SourceError):
+            raise e.orig_exc from None
+        raise
+    from .comments import attach_comments, ignore_markers
+
+    rule_items = [i for i in items if not isinstance(i, ast.Schedule)]
+    schedules = [i for i in items if isinstance(i, ast.Schedule)]
+    rf = ast.RuleFile(path, tuple(rule_items), tuple(schedules), source=source,
+                      ignores=ignore_markers(source, comments), form="rules")
+    return attach_comments(rf, items, comments)
+
+
+def _parse_tree(source: str, comments: list, start: str = "start") -> Tree:
+    token = _COMMENTS.set(comments)
+    try:
+        return grammar().parse(source, start=start)
+    finally:
+        _COMMENTS.reset(token)
+
+
+def parse_expression(text: str, path: str = "<string>", line: int = 1, column: int = 1):
+    """Parse one condition (as a YAML rule's ``when`` holds it) into an Expr.
+
+    ``line`` and ``column`` say where the text starts in its file, so spans and errors
+    point into that file. The text must stand on one line from there.
+    """
+    # Pad so Lark's own line/column count lands where the text stands in its file.
+    padded = "\n" * (line - 1) + " " * (column - 1) + text
+    try:
+        tree = _parse_tree(padded, [], start="expr")
+    except UnexpectedInput as e:
+        raise _syntax_error(path, padded, e) from None
+    _check_depth(path, tree)
+    try:
+        return _Build(path).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, SourceError):
+            raise e.orig_exc from None
+        raise
+
+
+def parse_file(path: str | Path) -> ast.RuleFile:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        fail(Span.point(str(path), 1, 1), "file_error", f"cannot read file: {e.strerror}", kind=ParseError)
+    return parse(decode_source(str(path), data), str(path))

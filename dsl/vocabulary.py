@@ -1,0 +1,174 @@
+"""The rule language's vocabulary, declared once.
+
+Events, facts with their types, states, functions, actions and targets. The compiler
+type-checks against this, the linter reads it, ``schemas/rules.schema.json`` and the
+README's reference list it, and the engine provides exactly these names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENTS = (
+    "chat.created", "message.created", "message.edited", "message.deleted", "message.read",
+    "chat.joined", "chat.assigned", "chat.unassigned", "chat.subscribed", "chat.unsubscribed",
+    "chat.locked", "chat.unlocked", "chat.closed", "chat.reopened", "chat.tagged",
+    "customer.left", "customer.returned", "agent.status_changed",
+)
+
+# Events whose rules see a ``message``: chat.created's message is the first message.
+MESSAGE_EVENTS = frozenset({"chat.created", "message.created", "message.edited", "message.deleted"})
+
+
+@dataclass(frozen=True)
+class Type:
+    """A fact's type. ``name``: str|int|bool|time|list; ``values`` limits a str's values."""
+
+    name: str
+    values: tuple = ()
+    nullable: bool = False
+    low: int | None = None
+    high: int | None = None
+
+    def __str__(self) -> str:
+        return self.name
+
+
+STR = Type("str")
+OPT_STR = Type("str", nullable=True)
+INT = Type("int")
+BOOL = Type("bool")
+TIME = Type("time")
+LIST = Type("list")
+ANY = Type("any", nullable=True)
+
+CHANNELS = ("widget", "email", "telegram", "facebook", "whatsapp", "api")
+AGENT_STATUSES = ("online", "away", "offline")
+EVENT_TYPES = EVENTS
+
+FACTS: dict[str, Type] = {
+    "chat.id": STR,
+    "chat.channel": Type("str", CHANNELS),
+    "chat.page_url": OPT_STR,
+    "chat.status": Type("str", ("open", "closed")),
+    "chat.assignee": OPT_STR,
+    "chat.department": OPT_STR,
+    "chat.subscribers": LIST,
+    "chat.tags": LIST,
+    "chat.priority": Type("int", low=0, high=4),
+    "chat.locked_by": OPT_STR,
+    "chat.language": OPT_STR,
+    "chat.created_at": TIME,
+    "chat.last_activity_at": TIME,
+    "chat.message_count": INT,
+    "customer.id": STR,
+    "customer.name": OPT_STR,
+    "customer.email": OPT_STR,
+    "customer.online": BOOL,
+    "customer.language": OPT_STR,
+    "message.id": STR,
+    "message.author": Type("str", ("customer", "agent", "bot", "system")),
+    "message.author_id": OPT_STR,
+    "message.kind": Type("str", ("reply", "note")),
+    "message.text": STR,
+    "message.via": Type("str", ("widget", "email", "api")),
+    "message.mentions": LIST,
+    "agent.id": Type("str", nullable=True),
+    "agent.name": OPT_STR,
+    "agent.departments": Type("list", nullable=True),
+    "agent.status": Type("str", AGENT_STATUSES, nullable=True),
+    "assignee.id": Type("str", nullable=True),
+    "assignee.name": OPT_STR,
+    "assignee.departments": Type("list", nullable=True),
+    "assignee.status": Type("str", AGENT_STATUSES, nullable=True),
+    "assignee.open_chats": Type("int", nullable=True),
+    "event.type": Type("str", EVENT_TYPES),
+    "event.actor": Type("str", ("customer", "agent", "rule", "system")),
+    "event.rule": OPT_STR,
+    "now": TIME,
+}
+
+# Prefixes under which any NAME is a custom field (``chat.fields.plan``); values are any type.
+FIELD_PREFIXES = ("chat.fields.", "customer.fields.")
+
+# States: boolean, each with the instant it last became true (its anchor for ``for``).
+STATES: dict[str, str] = {
+    "chat.open": "since the chat was opened or reopened",
+    "chat.closed": "since the chat was closed",
+    "chat.idle": "since the last public message",
+    "chat.unassigned": "since the chat lost (or never had) an assignee",
+    "chat.assigned": "since the chat got its assignee",
+    "chat.awaiting_agent": "since the first customer message not yet answered by an agent",
+    "chat.awaiting_customer": "since the latest agent reply the customer has not answered",
+    "chat.unread_by_assignee": "since the oldest customer message the assignee has not read",
+    "chat.unread_by_customer": "since the oldest agent reply the customer has not read",
+    "chat.locked": "since the reply lock was taken",
+    "customer.online": "since the customer came online",
+    "customer.offline": "since the customer left",
+}
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    params: tuple  # parameter types by name: "str" | "time" | "any"
+    returns: Type
+    doc: str
+
+
+FUNCTIONS: dict[str, Function] = {
+    "in_schedule": Function("in_schedule", ("schedule",), BOOL, "true while now is inside the named schedule"),
+    "hour": Function("hour", ("time", "timezone"), Type("int", low=0, high=23), "the hour 0–23 of a time in a timezone"),
+    "weekday": Function("weekday", ("time", "timezone"),
+                        Type("str", ("mon", "tue", "wed", "thu", "fri", "sat", "sun")),
+                        "the weekday mon…sun of a time in a timezone"),
+    "lower": Function("lower", ("str",), OPT_STR, "the text in lower case"),
+    "len": Function("len", ("any",), INT, "the length of a text or list"),
+}
+
+# Comparison operators and the operand types they accept.
+ORDER_OPS = ("<", "<=", ">", ">=")
+EQUALITY_OPS = ("==", "!=")
+TEXT_OPS = ("contains", "starts with", "ends with")
+
+ACTIONS = (
+    "assign", "unassign", "subscribe", "unsubscribe", "notify", "email", "reply", "note",
+    "tag", "untag", "set", "close", "reopen", "lock", "unlock", "stop",
+)
+NOTIFY_TARGETS = ("subscribers", "assignee", "operators", "mentioned", "agent", "department")
+SUBSCRIBE_TARGETS = ("operators", "agent", "department")
+STRATEGIES = ("round_robin", "least_busy")
+
+# The events an action can cause, for the cycle lint and the cascade.
+ACTION_EVENTS: dict[str, tuple] = {
+    "assign_agent": ("chat.assigned",),
+    "assign_department": ("chat.assigned",),
+    "unassign": ("chat.unassigned",),
+    "subscribe": ("chat.subscribed",),
+    "unsubscribe": ("chat.unsubscribed",),
+    "reply": ("message.created",),
+    "reply_article": ("message.created",),
+    "note": ("message.created",),
+    "tag": ("chat.tagged",),
+    "close": ("chat.closed",),
+    "reopen": ("chat.reopened",),
+    "lock": ("chat.locked",),
+    "unlock": ("chat.unlocked",),
+}
+
+# What a template placeholder may name: the roots templates see (SPEC §3.6).
+TEMPLATE_ROOTS = ("chat", "customer", "agent", "assignee", "message")
+
+# Notification and email templates the product ships; a rule may name others (they are
+# rendered from the server's template store), so unknown names are a lint warning only.
+KNOWN_TEMPLATES = (
+    "new_chat", "new_message", "assigned", "mention", "unread_messages", "unread_replies",
+    "unattended",
+)
+
+
+def fact_names() -> list[str]:
+    return list(FACTS)
+
+
+def all_names() -> list[str]:
+    return list(FACTS) + list(STATES)
