@@ -36,6 +36,7 @@ class Type:
 STR = Type("str")
 OPT_STR = Type("str", nullable=True)
 INT = Type("int")
+COUNT = Type("int", low=0)
 BOOL = Type("bool")
 TIME = Type("time")
 LIST = Type("list")
@@ -59,7 +60,7 @@ FACTS: dict[str, Type] = {
     "chat.language": OPT_STR,
     "chat.created_at": TIME,
     "chat.last_activity_at": TIME,
-    "chat.message_count": INT,
+    "chat.message_count": COUNT,
     "customer.id": STR,
     "customer.name": OPT_STR,
     "customer.email": OPT_STR,
@@ -80,7 +81,7 @@ FACTS: dict[str, Type] = {
     "assignee.name": OPT_STR,
     "assignee.departments": Type("list", nullable=True),
     "assignee.status": Type("str", AGENT_STATUSES, nullable=True),
-    "assignee.open_chats": Type("int", nullable=True),
+    "assignee.open_chats": Type("int", nullable=True, low=0),
     "event.type": Type("str", EVENT_TYPES),
     "event.actor": Type("str", ("customer", "agent", "rule", "system")),
     "event.rule": OPT_STR,
@@ -122,7 +123,7 @@ FUNCTIONS: dict[str, Function] = {
                         Type("str", ("mon", "tue", "wed", "thu", "fri", "sat", "sun")),
                         "the weekday mon…sun of a time in a timezone"),
     "lower": Function("lower", ("str",), OPT_STR, "the text in lower case"),
-    "len": Function("len", ("any",), INT, "the length of a text or list"),
+    "len": Function("len", ("any",), COUNT, "the length of a text or list"),
 }
 
 # Comparison operators and the operand types they accept.

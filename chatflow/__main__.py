@@ -1,0 +1,5 @@
+import sys
+
+from chatflow.cli import main
+
+sys.exit(main())

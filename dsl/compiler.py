@@ -1,0 +1,284 @@
+"""Compile parsed rule files into the rule graph the engine runs.
+
+    files (RuleFile, .rules or YAML) ─> resolve ids, overrides, disables ─> type-check
+    conditions and actions against the vocabulary ─> order by priority/file/position
+    ─> RuleSet (frozen): rules with their temporal predicates, schedules resolved.
+
+Every problem is collected as a located Diagnostic (not only the first one), so
+``chatflow check`` can list them all; ``compile_files`` returns them with the RuleSet.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ast, vocabulary as V
+from .errors import Diagnostic, Span, did_you_mean
+from .schedule import CompiledSchedule, compile_schedule
+from .templates import template_problems
+from .types import UNKNOWN, Scope, check_condition, check_expr, timezones
+
+DEFAULT_PRIORITY = 0
+DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.rules"
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """One rule as the engine runs it.
+
+    ``temporals`` are the ``(state, seconds)`` pairs of its ``STATE for D`` predicates, from
+    which the engine computes the exact next deadline; ``clock`` is true when the condition
+    reads the time of day (schedules, ``hour``, ``weekday``), so the engine also wakes at
+    the next change of those. ``constant`` is the folded condition (True/False) when the
+    compiler could decide it, else UNKNOWN.
+    """
+
+    id: str
+    title: str | None
+    on: str | None
+    when: object
+    actions: tuple
+    priority: int
+    path: str
+    file_index: int
+    position: int
+    span: Span
+    id_span: Span = None
+    temporals: tuple = ()
+    schedules: tuple = ()
+    clock: bool = False
+    constant: object = field(default=UNKNOWN, compare=False)
+    is_default: bool = False
+    overrides: bool = False
+
+    @property
+    def is_state_rule(self) -> bool:
+        return self.on is None
+
+    @property
+    def sort_key(self) -> tuple:
+        return (self.priority, self.file_index, self.position)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple  # CompiledRule, in evaluation order
+    schedules: dict  # id -> CompiledSchedule
+    files: tuple = ()
+    disabled: tuple = ()
+
+    def __post_init__(self):
+        by_event: dict[str, list] = {}
+        for r in self.rules:
+            if r.on:
+                by_event.setdefault(r.on, []).append(r)
+        object.__setattr__(self, "_by_event", {k: tuple(v) for k, v in by_event.items()})
+        object.__setattr__(self, "_by_id", {r.id: r for r in self.rules})
+
+    def rule(self, rule_id: str) -> CompiledRule | None:
+        return self._by_id.get(rule_id)
+
+    def for_event(self, event: str) -> tuple:
+        """Rules to evaluate for an event: its event rules and every state rule, in order."""
+        return tuple(r for r in self.rules if r.on is None or r.on == event)
+
+    @property
+    def state_rules(self) -> tuple:
+        return tuple(r for r in self.rules if r.on is None)
+
+    @property
+    def ids(self) -> tuple:
+        return tuple(r.id for r in self.rules)
+
+
+@dataclass
+class CompileResult:
+    ruleset: RuleSet | None
+    diagnostics: list
+
+    @property
+    def errors(self) -> list:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def is_default_file(path: str) -> bool:
+    try:
+        return Path(path).resolve() == DEFAULT_RULES
+    except OSError:
+        return False
+
+
+class _Compiler:
+    def __init__(self):
+        self.diagnostics: list[Diagnostic] = []
+
+    def report(self, span, code, message, hint=None, severity="error"):
+        self.diagnostics.append(Diagnostic(span, code, message, severity, hint))
+
+    def compile(self, files) -> RuleSet:
+        schedules = self._schedules(files)
+        entries: dict[str, tuple] = {}  # id -> (Rule, file_index, position, is_default, overrides)
+        first_span: dict[str, Span] = {}
+        disabled = []
+        for fi, rf in enumerate(files):
+            default_file = is_default_file(rf.path)
+            for pos, item in enumerate(rf.items):
+                if isinstance(item, ast.Disable):
+                    if item.id in entries:
+                        del entries[item.id]
+                        disabled.append(item.id)
+                    else:
+                        self._unknown_rule(item.span, "disable", item.id, entries)
+                    continue
+                if item.override:
+                    if item.id not in entries:
+                        self._unknown_rule(item.id_span, "override", item.id, entries)
+                        continue
+                    old, ofi, opos, odef, _ = entries[item.id]
+                    rule = item
+                    if item.priority is None:
+                        rule = dataclasses.replace(item, priority=old.priority)
+                    if item.title is None:
+                        rule = dataclasses.replace(rule, title=old.title)
+                    entries[item.id] = (rule, ofi, opos, odef, True)
+                    continue
+                if item.id.startswith("default.") and not default_file:
+                    self.report(item.id_span, "reserved_name", f"`{item.id}`: the `default.` prefix is reserved",
+                                f"to change a shipped rule write `override rule {item.id} {{ … }}`"
+                                if item.id in entries else "name the rule without `default.`")
+                    continue
+                if item.id in entries or item.id in first_span:
+                    where = first_span.get(item.id)
+                    self.report(item.id_span, "duplicate_rule", f"rule `{item.id}` is defined twice",
+                                f"first defined at {where}" if where else None)
+                    continue
+                first_span[item.id] = item.id_span
+                entries[item.id] = (item, fi, pos, default_file, False)
+        rules = []
+        for rule, fi, pos, is_default, overrides in entries.values():
+            compiled = self._rule(rule, fi, pos, is_default, overrides, files[fi].path, schedules)
+            if compiled is not None:
+                rules.append(compiled)
+        rules.sort(key=lambda r: r.sort_key)
+        return RuleSet(tuple(rules), schedules, tuple(files), tuple(disabled))
+
+    def _unknown_rule(self, span, verb, rule_id, entries):
+        hint = did_you_mean(rule_id, entries) or (f"`{verb}` names a rule loaded before it")
+        self.report(span, "unknown_rule", f"cannot {verb} `{rule_id}`: no such rule", hint)
+
+    def _schedules(self, files) -> dict:
+        out: dict[str, CompiledSchedule] = {}
+        for rf in files:
+            for s in rf.schedules:
+                if s.id in out:
+                    self.report(s.id_span, "duplicate_schedule", f"schedule `{s.id}` is defined twice",
+                                f"first defined at {out[s.id].span}")
+                    continue
+                if s.timezone not in timezones():
+                    self.report(s.timezone_span, "unknown_timezone", f"unknown timezone `{s.timezone}`",
+                                did_you_mean(s.timezone, timezones()) or 'use an IANA name such as "Europe/Berlin"')
+                    continue
+                out[s.id] = compile_schedule(s)
+        return out
+
+    def _rule(self, rule: ast.Rule, fi, pos, is_default, overrides, path, schedules):
+        errors_before = len([d for d in self.diagnostics if d.severity == "error"])
+        if rule.on is not None and rule.on not in V.EVENTS:
+            self.report(rule.on_span, "unknown_event", f"unknown event `{rule.on}`",
+                        did_you_mean(rule.on, V.EVENTS) or "events: " + ", ".join(V.EVENTS))
+            event_scope = None
+        else:
+            event_scope = rule.on
+        scope = Scope(event_scope, frozenset(schedules), self.report)
+        constant = UNKNOWN
+        if rule.when is not None:
+            constant = check_condition(rule.when, scope).const
+        for action in rule.actions:
+            self._action(action, scope)
+        priority = rule.priority if rule.priority is not None else DEFAULT_PRIORITY
+        temporals, used, clock = _temporal_facts(rule.when)
+        errors_after = len([d for d in self.diagnostics if d.severity == "error"])
+        if errors_after > errors_before:
+            return None
+        return CompiledRule(
+            id=rule.id, title=rule.title, on=rule.on, when=rule.when, actions=rule.actions,
+            priority=priority, path=path, file_index=fi, position=pos, span=rule.span, id_span=rule.id_span,
+            temporals=temporals, schedules=used, clock=clock, constant=constant,
+            is_default=is_default, overrides=overrides,
+        )
+
+    def _action(self, action: ast.Action, scope: Scope):
+        kind = action.kind
+        if kind == "assign_department" and action.strategy is not None and action.strategy not in V.STRATEGIES:
+            self.report(action.span, "unknown_strategy", f"unknown strategy `{action.strategy}`",
+                        did_you_mean(action.strategy, V.STRATEGIES) or "strategies: " + ", ".join(V.STRATEGIES))
+        if kind == "set_priority" and not 0 <= action.priority <= 4:
+            self.report(action.span, "bad_value", f"priority {action.priority} is out of range", "priorities go 0 to 4")
+        if kind == "set_field":
+            if not isinstance(action.value, (ast.Literal, ast.Ref, ast.Duration, ast.ListLit)):
+                self.report(action.value.span, "bad_value", "`set field` takes a literal or a fact",
+                            'e.g. `set field plan = "gold"` or `set field origin = chat.page_url`')
+            else:
+                check_expr(action.value, scope)
+        if kind in ("tag", "untag") and not action.tag.strip():
+            self.report(action.span, "bad_value", f"`{kind}` needs a non-empty tag")
+        for text in (action.text, action.message):
+            if text:
+                for code, message, hint in template_problems(text, scope.event):
+                    self.report(action.span, code, message, hint)
+
+
+def _temporal_facts(expr) -> tuple:
+    """(temporals, schedules, clock) of a condition: what its deadlines depend on."""
+    temporals, schedules, clock = [], [], False
+    stack = [expr] if expr is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.For):
+            inner = node.operand
+            while isinstance(inner, ast.Paren):
+                inner = inner.expr
+            if isinstance(inner, ast.Ref) and (inner.name, node.duration.seconds) not in temporals:
+                temporals.append((inner.name, node.duration.seconds))
+        elif isinstance(node, ast.Call):
+            if node.name == "in_schedule" and node.args and isinstance(node.args[0], ast.Literal):
+                if node.args[0].value not in schedules:
+                    schedules.append(node.args[0].value)
+                clock = True
+            if node.name in ("hour", "weekday"):
+                clock = True
+        elif isinstance(node, ast.Ref) and node.name == "now":
+            clock = True
+        for child in _children(node):
+            stack.append(child)
+    return tuple(temporals), tuple(schedules), clock
+
+
+def _children(node):
+    if isinstance(node, (ast.And, ast.Or, ast.ListLit)):
+        return node.items
+    if isinstance(node, (ast.Not, ast.For, ast.IsNone)):
+        return (node.operand,)
+    if isinstance(node, ast.Paren):
+        return (node.expr,)
+    if isinstance(node, ast.Compare):
+        return (node.left, node.right)
+    if isinstance(node, ast.Call):
+        return node.args
+    return ()
+
+
+def compile_files(files) -> CompileResult:
+    """Compile RuleFiles (defaults first, when loaded) into a RuleSet and its diagnostics.
+
+    The RuleSet is None when there are errors.
+    """
+    c = _Compiler()
+    ruleset = c.compile(list(files))
+    ok = not any(d.severity == "error" for d in c.diagnostics)
+    return CompileResult(ruleset if ok else None, c.diagnostics)
