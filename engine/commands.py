@@ -1,0 +1,608 @@
+"""Commands: every change to the domain, each returning the events it emits.
+
+Two families share one set of internal mutations:
+
+- **inputs** — one per scenario step of SPEC §4 (`start_chat`, `reply`, `join` …). They
+  enforce the (core) permission lines of SPEC §2 and raise :class:`CommandRefused` with
+  *nothing* changed: every function checks everything first and mutates after.
+- **rule actions** — what the evaluator calls for a rule's ``then`` (`assign_agent`,
+  `tag`, `bot_reply` …). No permission checks; ``actor="rule"`` and ``rule=RULE_ID``.
+  A rule action that would change nothing emits nothing. ``close``, ``reopen``, ``lock``
+  and ``unlock`` serve both families: passing ``rule=`` selects the rule behaviour.
+
+Every function is ``(world, at, ...) -> list[Event]``; ``at`` is seconds since the epoch.
+"""
+from __future__ import annotations
+
+import re
+
+from dsl.vocabulary import AGENT_STATUSES, CHANNELS, STRATEGIES
+
+from .model import Chat, CommandRefused, Customer, Message, World, note_pick, pick_agent
+
+CUSTOMER_KEYS = ("id", "name", "email", "fields", "language", "online")
+_MENTION = re.compile(r"@([A-Za-z0-9_][A-Za-z0-9_.\-]*)")
+
+
+# ---------------------------------------------------------------- shared internals
+
+def _event(world: World, chat: Chat | None, type: str, at: float, actor: str, **kw):
+    if chat is not None:
+        chat.last_activity_at = at  # last_activity_at = the time of the chat's last event
+    return world.new_event(type, at, chat.id if chat else None, actor, **kw)
+
+
+def _seen_by(world: World, chat_id, agent_id) -> tuple[Chat, object]:
+    """The chat and the agent acting on it; an agent acts only on chats it sees."""
+    chat = world.chat(chat_id)
+    agent = world.agent(agent_id)
+    if not agent.sees(chat):
+        raise CommandRefused("no_access", f"agent {agent.id!r} does not see chat {chat.id!r}")
+    return chat, agent
+
+
+def _text(value, what="text") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise CommandRefused("bad_request", f"{what} must be a non-empty string")
+    return value
+
+
+def _via_of(channel: str) -> str:
+    return channel if channel in ("widget", "email") else "api"
+
+
+def _mentions(world: World, text: str) -> tuple:
+    """Ids of known agents written as ``@ID``, in order, once each. A sentence's final
+    dot is not part of the id (``ask @bob.`` mentions bob)."""
+    found = []
+    for token in _MENTION.findall(text):
+        for candidate in (token, token.rstrip(".-")):
+            if candidate in world.agents:
+                if candidate not in found:
+                    found.append(candidate)
+                break
+    return tuple(found)
+
+
+def _add_message(world, chat, at, author, author_id, kind, text, via, article=None) -> Message:
+    mentions = _mentions(world, text) if kind == "note" else ()
+    position = len(chat.messages)
+    message = Message(f"{chat.id}:m{position + 1}", position, author, author_id, kind, text, via,
+                      at, mentions, article=article)
+    chat.messages.append(message)
+    return message
+
+
+def _subscribe(chat: Chat, agent_id: str) -> bool:
+    if agent_id in chat.subscribers:
+        return False
+    chat.subscribers.append(agent_id)
+    return True
+
+
+def _end_lock(chat: Chat) -> str | None:
+    holder = chat.locked_by
+    chat.locked_by = chat.locked_at = None
+    return holder
+
+
+def _change_assignee(chat: Chat, agent_id: str | None, at: float) -> str | None:
+    """Set the assignee with its anchors; the lock always belongs to the assignee, so a
+    change of assignee ends it. Returns the holder of the lock that ended."""
+    ended = _end_lock(chat) if chat.locked_by not in (None, agent_id) else None
+    chat.assignee = agent_id
+    if agent_id is None:
+        chat.unassigned_at, chat.assigned_at = at, None
+    else:
+        chat.assigned_at, chat.unassigned_at = at, None
+    return ended
+
+
+def _assign_to(world, chat, at, agent_id, actor, by=None, rule=None, extra=None) -> list:
+    """Make ``agent_id`` the assignee. An agent's assignment subscribes and unmutes the
+    assignee; a rule's subscribes it only when it has not unsubscribed (SPEC §2.7)."""
+    if agent_id == chat.assignee:
+        return []
+    previous = chat.assignee
+    ended = _change_assignee(chat, agent_id, at)
+    if actor == "agent":
+        chat.muted.discard(agent_id)
+    if agent_id not in chat.muted:
+        _subscribe(chat, agent_id)
+    data = {"assignee": agent_id, "previous_assignee": previous, "ended_lock": ended, **(extra or {})}
+    return [_event(world, chat, "chat.assigned", at, actor, agent_id=by, rule=rule, data=data)]
+
+
+def _assign_department(world, chat, at, department, strategy, actor, by=None, rule=None) -> list:
+    """SPEC §3.6: set the department; an online assignee of it stays; otherwise pick a free
+    online agent; nobody free leaves the chat unassigned in that department."""
+    _text(department, "department")
+    if strategy not in STRATEGIES:
+        raise CommandRefused("bad_request", f"strategy must be one of {', '.join(STRATEGIES)}")
+    current = world.agents.get(chat.assignee)
+    if current is not None and current.status == "online" and department in current.departments:
+        chat.department = department
+        return []
+    picked = pick_agent(world, chat, department, strategy)
+    chat.department = department
+    if picked is not None:
+        note_pick(world, department, picked)
+        return _assign_to(world, chat, at, picked, actor, by, rule, {"department": department})
+    if chat.assignee is None:
+        return []
+    previous = chat.assignee
+    ended = _change_assignee(chat, None, at)
+    data = {"previous_assignee": previous, "department": department, "ended_lock": ended}
+    return [_event(world, chat, "chat.unassigned", at, actor, agent_id=by, rule=rule, data=data)]
+
+
+def _close(world, chat, at, actor, by=None, rule=None) -> list:
+    chat.status, chat.closed_at = "closed", at
+    ended = _end_lock(chat)
+    return [_event(world, chat, "chat.closed", at, actor, agent_id=by, rule=rule,
+                   data={"ended_lock": ended})]
+
+
+def _reopen(world, chat, at, actor, by=None, rule=None) -> list:
+    chat.status, chat.opened_at, chat.closed_at = "open", at, None
+    return [_event(world, chat, "chat.reopened", at, actor, agent_id=by, rule=rule)]
+
+
+def _lock(world, chat, at, actor, by=None, rule=None) -> list:
+    chat.locked_by, chat.locked_at = chat.assignee, at
+    return [_event(world, chat, "chat.locked", at, actor, agent_id=by, rule=rule,
+                   data={"locked_by": chat.assignee})]
+
+
+def _unlock(world, chat, at, actor, by=None, rule=None) -> list:
+    holder = _end_lock(chat)
+    return [_event(world, chat, "chat.unlocked", at, actor, agent_id=by, rule=rule,
+                   data={"locked_by": holder})]
+
+
+def customer_view(chat: Chat) -> list[Message]:
+    """Exactly what the widget shows, in order: public replies, not deleted, as edited.
+    Private notes never appear (SPEC §2.11)."""
+    return [m for m in chat.messages if m.public]
+
+
+# ---------------------------------------------------------------- customer inputs
+
+def start_chat(world: World, at: float, chat_id: str, customer: dict, channel: str = "widget",
+               page_url=None, text=None, fields=None, department=None) -> list:
+    """Open a chat → [chat.created]; its message is the first customer message, if any."""
+    if not isinstance(chat_id, str) or not chat_id:
+        raise CommandRefused("bad_request", "a chat needs a non-empty string id")
+    if chat_id in world.chats:
+        raise CommandRefused("chat_exists", f"chat {chat_id!r} already exists")
+    if channel not in CHANNELS:
+        raise CommandRefused("bad_request", f"channel must be one of {', '.join(CHANNELS)}")
+    if not isinstance(customer, dict) or not isinstance(customer.get("id"), str) or not customer["id"]:
+        raise CommandRefused("bad_request", "customer must be a mapping with a string id")
+    unknown = sorted(set(customer) - set(CUSTOMER_KEYS))
+    if unknown:
+        raise CommandRefused("bad_request", f"unknown customer key {unknown[0]!r}")
+    if fields is not None and not isinstance(fields, dict):
+        raise CommandRefused("bad_request", "fields must be a mapping")
+    if text is not None:
+        _text(text)
+    online = bool(customer.get("online", True))
+    person = Customer(customer["id"], customer.get("name"), customer.get("email"), online,
+                      customer.get("language"), dict(customer.get("fields") or {}),
+                      online_since=at, offline_since=None if online else at)
+    chat = Chat(chat_id, channel, person, at, page_url=page_url, department=department,
+                language=person.language, last_activity_at=at, fields=dict(fields or {}),
+                opened_at=at, unassigned_at=at)
+    world.chats[chat_id] = chat
+    message_id = None
+    if text is not None:
+        message = _add_message(world, chat, at, "customer", person.id, "reply", text, _via_of(channel))
+        chat.customer_read = message.position
+        message_id = message.id
+    return [_event(world, chat, "chat.created", at, "customer", message_id=message_id)]
+
+
+def customer_message(world: World, at: float, chat_id: str, text: str, via: str | None = None) -> list:
+    """A customer message → [message.created], or [chat.reopened, message.created] in a
+    closed chat. It marks the agent replies before it as read by the customer. ``via``
+    defaults to the chat's channel (widget, email, otherwise api)."""
+    chat = world.chat(chat_id)
+    _text(text)
+    via = via or _via_of(chat.channel)
+    if via not in ("widget", "email", "api"):
+        raise CommandRefused("bad_request", "via must be widget, email or api")
+    events = _reopen(world, chat, at, "customer") if chat.status == "closed" else []
+    message = _add_message(world, chat, at, "customer", chat.customer.id, "reply", text, via)
+    chat.customer_read = max(chat.customer_read, message.position)
+    events.append(_event(world, chat, "message.created", at, "customer", message_id=message.id))
+    return events
+
+
+def email_reply(world: World, at: float, chat_id: str, text: str) -> list:
+    """The customer's answer to an email: a customer message ``via: email``."""
+    return customer_message(world, at, chat_id, text, via="email")
+
+
+def customer_leaves(world: World, at: float, chat_id: str) -> list:
+    """→ [customer.left]; nothing when already offline (presence updates repeat)."""
+    chat = world.chat(chat_id)
+    if not chat.customer.online:
+        return []
+    chat.customer.online, chat.customer.offline_since = False, at
+    return [_event(world, chat, "customer.left", at, "customer")]
+
+
+def customer_returns(world: World, at: float, chat_id: str) -> list:
+    """→ [customer.returned]; nothing when already online."""
+    chat = world.chat(chat_id)
+    if chat.customer.online:
+        return []
+    customer = chat.customer
+    customer.online, customer.online_since, customer.offline_since = True, at, None
+    return [_event(world, chat, "customer.returned", at, "customer")]
+
+
+def customer_reads(world: World, at: float, chat_id: str) -> list:
+    """The customer read everything so far → [message.read]."""
+    chat = world.chat(chat_id)
+    chat.customer_read = len(chat.messages) - 1
+    last = chat.messages[-1].id if chat.messages else None
+    return [_event(world, chat, "message.read", at, "customer", message_id=last,
+                   data={"reader": "customer", "position": chat.customer_read})]
+
+
+# ---------------------------------------------------------------- agent inputs
+
+def join(world: World, at: float, chat_id: str, agent: str) -> list:
+    """Become the responsible agent, subscribed and unmuted → [chat.joined]. Takes over
+    from another assignee unless that one holds the lock. Reads nothing. Nothing to do
+    (already the subscribed assignee) emits nothing."""
+    chat, who = _seen_by(world, chat_id, agent)
+    if chat.status == "closed":
+        raise CommandRefused("chat_closed", f"chat {chat.id!r} is closed")
+    if chat.locked_by not in (None, who.id):
+        raise CommandRefused("locked", f"chat {chat.id!r} is locked by {chat.locked_by!r}")
+    if chat.assignee == who.id and who.id in chat.subscribers and who.id not in chat.muted:
+        return []
+    previous = chat.assignee
+    if previous != who.id:
+        _change_assignee(chat, who.id, at)
+    chat.muted.discard(who.id)
+    _subscribe(chat, who.id)
+    return [_event(world, chat, "chat.joined", at, "agent", agent_id=who.id,
+                   data={"assignee": who.id, "previous_assignee": previous})]
+
+
+def read(world: World, at: float, chat_id: str, agent: str) -> list:
+    """The agent read everything so far → [message.read]."""
+    chat, who = _seen_by(world, chat_id, agent)
+    position = max(chat.read_position(who.id), len(chat.messages) - 1)
+    chat.agent_read[who.id] = position
+    last = chat.messages[-1].id if chat.messages else None
+    return [_event(world, chat, "message.read", at, "agent", agent_id=who.id, message_id=last,
+                   data={"reader": who.id, "position": position})]
+
+
+def subscribe(world: World, at: float, chat_id: str, agent: str) -> list:
+    """Follow the chat (and lift a mute) → [chat.subscribed]; nothing when already following."""
+    chat, who = _seen_by(world, chat_id, agent)
+    if who.id in chat.subscribers and who.id not in chat.muted:
+        return []
+    chat.muted.discard(who.id)
+    _subscribe(chat, who.id)
+    return [_event(world, chat, "chat.subscribed", at, "agent", agent_id=who.id,
+                   data={"agent": who.id})]
+
+
+def unsubscribe(world: World, at: float, chat_id: str, agent: str) -> list:
+    """Unfollow and mute: no rule notifies or re-subscribes the agent until it subscribes
+    or joins again → [chat.unsubscribed]; nothing when already unfollowed."""
+    chat, who = _seen_by(world, chat_id, agent)
+    if who.id not in chat.subscribers and who.id in chat.muted:
+        return []
+    if who.id in chat.subscribers:
+        chat.subscribers.remove(who.id)
+    chat.muted.add(who.id)
+    return [_event(world, chat, "chat.unsubscribed", at, "agent", agent_id=who.id,
+                   data={"agent": who.id})]
+
+
+def lock(world: World, at: float, chat_id: str, agent: str | None = None, *, rule=None) -> list:
+    """Take the reply lock. An agent must be the assignee of an open chat; a rule locks
+    for the assignee (nothing without one, or when closed). Already locked: nothing."""
+    chat = world.chat(chat_id)
+    if rule is not None:
+        if chat.assignee is None or chat.status == "closed" or chat.locked_by is not None:
+            return []
+        return _lock(world, chat, at, "rule", rule=rule)
+    chat, who = _seen_by(world, chat_id, agent)
+    if chat.status == "closed":
+        raise CommandRefused("chat_closed", f"chat {chat.id!r} is closed")
+    if chat.assignee != who.id:
+        raise CommandRefused("not_joined", f"only the assignee of chat {chat.id!r} may lock it")
+    if chat.locked_by == who.id:
+        return []
+    return _lock(world, chat, at, "agent", by=who.id)
+
+
+def unlock(world: World, at: float, chat_id: str, agent: str | None = None, *, rule=None) -> list:
+    """Release the reply lock (an agent must be the assignee) → [chat.unlocked]; nothing
+    when not locked."""
+    chat = world.chat(chat_id)
+    if rule is not None:
+        return _unlock(world, chat, at, "rule", rule=rule) if chat.locked_by else []
+    chat, who = _seen_by(world, chat_id, agent)
+    if chat.assignee != who.id:
+        raise CommandRefused("not_joined", f"only the assignee of chat {chat.id!r} may unlock it")
+    if chat.locked_by is None:
+        return []
+    return _unlock(world, chat, at, "agent", by=who.id)
+
+
+def reply(world: World, at: float, chat_id: str, agent: str, text=None, canned_text=None,
+          article=None) -> list:
+    """A public reply by the assignee → [message.created]. ``canned_text`` is a canned
+    response already resolved by the caller; ``article`` is a help-center slug (the text
+    defaults to it). Marks the messages before it as read by the agent."""
+    chat, who = _seen_by(world, chat_id, agent)
+    if text is not None and canned_text is not None:
+        raise CommandRefused("bad_request", "give text or canned_text, not both")
+    body = text if text is not None else canned_text if canned_text is not None else article
+    _text(body, "reply text")
+    if article is not None:
+        _text(article, "article")
+    if chat.status == "closed":
+        raise CommandRefused("chat_closed", f"chat {chat.id!r} is closed")
+    if chat.locked_by not in (None, who.id):
+        raise CommandRefused("locked", f"chat {chat.id!r} is locked by {chat.locked_by!r}")
+    if chat.assignee != who.id:
+        raise CommandRefused("not_joined", f"agent {who.id!r} must join chat {chat.id!r} to reply")
+    message = _add_message(world, chat, at, "agent", who.id, "reply", body, "api", article)
+    chat.agent_read[who.id] = max(chat.read_position(who.id), message.position)
+    return [_event(world, chat, "message.created", at, "agent", agent_id=who.id,
+                   message_id=message.id)]
+
+
+def note(world: World, at: float, chat_id: str, agent: str, text: str) -> list:
+    """A private note by anyone who sees the chat, even locked or closed →
+    [message.created]; ``@ID`` of known agents become its mentions."""
+    chat, who = _seen_by(world, chat_id, agent)
+    _text(text)
+    message = _add_message(world, chat, at, "agent", who.id, "note", text, "api")
+    return [_event(world, chat, "message.created", at, "agent", agent_id=who.id,
+                   message_id=message.id, data={"mentions": list(message.mentions)})]
+
+
+def assign(world: World, at: float, chat_id: str, by: str, agent: str | None = None,
+           department: str | None = None, strategy: str = "round_robin") -> list:
+    """A manual assignment by agent ``by`` to an agent or a department → [chat.assigned]
+    (or [chat.unassigned] when a department has nobody free and the chat had an assignee;
+    [] when nothing changes)."""
+    chat, doer = _seen_by(world, chat_id, by)
+    if (agent is None) == (department is None):
+        raise CommandRefused("bad_request", "assign takes exactly one of agent or department")
+    if chat.status == "closed":
+        raise CommandRefused("chat_closed", f"chat {chat.id!r} is closed")
+    if chat.locked_by not in (None, doer.id):
+        raise CommandRefused("locked", f"chat {chat.id!r} is locked by {chat.locked_by!r}")
+    if agent is not None:
+        target = world.agent(agent)
+        if not target.sees(chat):
+            raise CommandRefused("no_access", f"agent {target.id!r} does not see chat {chat.id!r}")
+        return _assign_to(world, chat, at, target.id, "agent", by=doer.id)
+    return _assign_department(world, chat, at, department, strategy, "agent", by=doer.id)
+
+
+def close(world: World, at: float, chat_id: str, agent: str | None = None, *, rule=None) -> list:
+    """Close the chat → [chat.closed]; keeps assignee and subscribers, ends any lock.
+    Refused when already closed, except for a rule (nothing happens)."""
+    chat = world.chat(chat_id)
+    if rule is not None:
+        return _close(world, chat, at, "rule", rule=rule) if chat.status == "open" else []
+    if agent is not None:
+        chat, _ = _seen_by(world, chat_id, agent)
+    if chat.status == "closed":
+        raise CommandRefused("chat_closed", f"chat {chat.id!r} is already closed")
+    return _close(world, chat, at, "agent" if agent else "system", by=agent)
+
+
+def reopen(world: World, at: float, chat_id: str, agent: str | None = None, *, rule=None) -> list:
+    """Reopen a closed chat → [chat.reopened]. Refused when open (``chat_open``), except
+    for a rule (nothing happens)."""
+    chat = world.chat(chat_id)
+    if rule is not None:
+        return _reopen(world, chat, at, "rule", rule=rule) if chat.status == "closed" else []
+    if agent is not None:
+        chat, _ = _seen_by(world, chat_id, agent)
+    if chat.status == "open":
+        raise CommandRefused("chat_open", f"chat {chat.id!r} is already open")
+    return _reopen(world, chat, at, "agent" if agent else "system", by=agent)
+
+
+def _own_message(chat: Chat, agent_id: str, ref) -> Message:
+    """``ref`` is ``"last"`` (the agent's last message not deleted) or a 1-based position."""
+    if ref == "last":
+        for m in reversed(chat.messages):
+            if m.author == "agent" and m.author_id == agent_id and not m.deleted:
+                return m
+        raise CommandRefused("unknown_message", f"agent {agent_id!r} has no message in chat {chat.id!r}")
+    if isinstance(ref, str) and ref.isdigit():
+        ref = int(ref)
+    if not isinstance(ref, int) or isinstance(ref, bool):
+        raise CommandRefused("bad_request", "message must be 'last' or a position (1 = first)")
+    if not 1 <= ref <= len(chat.messages):
+        raise CommandRefused("unknown_message", f"chat {chat.id!r} has no message {ref}")
+    message = chat.messages[ref - 1]
+    if message.author != "agent" or message.author_id != agent_id:
+        raise CommandRefused("not_author", f"message {ref} of chat {chat.id!r} is not by {agent_id!r}")
+    if message.deleted:
+        raise CommandRefused("message_deleted", f"message {ref} of chat {chat.id!r} was deleted")
+    return message
+
+
+def edit_message(world: World, at: float, chat_id: str, agent: str, message, text: str) -> list:
+    """The author changes its message's text → [message.edited]; the customer sees the new text."""
+    chat, who = _seen_by(world, chat_id, agent)
+    target = _own_message(chat, who.id, message)
+    _text(text)
+    target.text, target.edited_at = text, at
+    if target.kind == "note":
+        target.mentions = _mentions(world, text)
+    return [_event(world, chat, "message.edited", at, "agent", agent_id=who.id,
+                   message_id=target.id)]
+
+
+def delete_message(world: World, at: float, chat_id: str, agent: str, message) -> list:
+    """The author deletes its message → [message.deleted]; gone for the customer, shown
+    as deleted to agents (the text is kept for them)."""
+    chat, who = _seen_by(world, chat_id, agent)
+    target = _own_message(chat, who.id, message)
+    target.deleted = True
+    return [_event(world, chat, "message.deleted", at, "agent", agent_id=who.id,
+                   message_id=target.id)]
+
+
+def agent_status(world: World, at: float, agent: str, status: str) -> list:
+    """→ [agent.status_changed] (no chat); nothing when the status is unchanged."""
+    who = world.agent(agent)
+    if status not in AGENT_STATUSES:
+        raise CommandRefused("bad_request", f"status must be one of {', '.join(AGENT_STATUSES)}")
+    if who.status == status:
+        return []
+    previous, who.status = who.status, status
+    return [_event(world, None, "agent.status_changed", at, "agent", agent_id=who.id,
+                   data={"previous_status": previous, "status": status})]
+
+
+# ---------------------------------------------------------------- rule actions
+
+def assign_agent(world: World, at: float, chat_id: str, agent: str, *, rule=None) -> list:
+    """``assign agent "id"`` → [chat.assigned]; ends the lock of a previous assignee.
+    An unknown agent id is refused (``unknown_agent``) so the trace can say why."""
+    chat = world.chat(chat_id)
+    world.agent(agent)
+    return _assign_to(world, chat, at, agent, "rule", rule=rule)
+
+
+def assign_department(world: World, at: float, chat_id: str, department: str,
+                      strategy: str = "round_robin", *, rule=None) -> list:
+    """``assign department "d" [by round_robin|least_busy]`` (SPEC §3.6)."""
+    return _assign_department(world, world.chat(chat_id), at, department, strategy or "round_robin",
+                              "rule", rule=rule)
+
+
+def unassign(world: World, at: float, chat_id: str, *, rule=None) -> list:
+    """→ [chat.unassigned]; ends any lock; the previous assignee stays subscribed."""
+    chat = world.chat(chat_id)
+    if chat.assignee is None:
+        return []
+    previous = chat.assignee
+    ended = _change_assignee(chat, None, at)
+    return [_event(world, chat, "chat.unassigned", at, "rule", rule=rule,
+                   data={"previous_assignee": previous, "ended_lock": ended})]
+
+
+def _subscribe_all(world, chat, at, agents, rule) -> list:
+    events = []
+    for agent in agents:
+        if agent.sees(chat) and agent.id not in chat.muted and _subscribe(chat, agent.id):
+            events.append(_event(world, chat, "chat.subscribed", at, "rule", rule=rule,
+                                 data={"agent": agent.id}))
+    return events
+
+
+def subscribe_operators(world: World, at: float, chat_id: str, *, rule=None) -> list:
+    """Every operator who sees the chat, whatever its status, unless it unsubscribed →
+    one [chat.subscribed] per agent newly subscribed."""
+    chat = world.chat(chat_id)
+    return _subscribe_all(world, chat, at, [a for a in world.agents.values() if a.is_operator], rule)
+
+
+def subscribe_agent(world: World, at: float, chat_id: str, agent: str, *, rule=None) -> list:
+    chat = world.chat(chat_id)
+    return _subscribe_all(world, chat, at, [world.agent(agent)], rule)
+
+
+def subscribe_department(world: World, at: float, chat_id: str, department: str, *, rule=None) -> list:
+    chat = world.chat(chat_id)
+    members = [a for a in world.agents.values() if department in a.departments]
+    return _subscribe_all(world, chat, at, members, rule)
+
+
+def unsubscribe_agent(world: World, at: float, chat_id: str, agent: str, *, rule=None) -> list:
+    """Remove a subscriber. Unlike the agent's own ``unsubscribe`` it does not mute: the
+    agent did not choose to stop following."""
+    chat = world.chat(chat_id)
+    world.agent(agent)
+    if agent not in chat.subscribers:
+        return []
+    chat.subscribers.remove(agent)
+    return [_event(world, chat, "chat.unsubscribed", at, "rule", rule=rule, data={"agent": agent})]
+
+
+def tag(world: World, at: float, chat_id: str, name: str, *, rule=None) -> list:
+    chat = world.chat(chat_id)
+    _text(name, "tag")
+    if name in chat.tags:
+        return []
+    chat.tags.append(name)
+    return [_event(world, chat, "chat.tagged", at, "rule", rule=rule, data={"tag": name})]
+
+
+def untag(world: World, at: float, chat_id: str, name: str, *, rule=None) -> list:
+    """Remove a tag. The vocabulary has no untag event, so this never emits one."""
+    chat = world.chat(chat_id)
+    if name in chat.tags:
+        chat.tags.remove(name)
+    return []
+
+
+def set_priority(world: World, at: float, chat_id: str, priority: int, *, rule=None) -> list:
+    chat = world.chat(chat_id)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 4:
+        raise CommandRefused("bad_request", "priority must be an integer 0–4")
+    chat.priority = priority
+    return []
+
+
+def set_field(world: World, at: float, chat_id: str, name: str, value, *, rule=None) -> list:
+    chat = world.chat(chat_id)
+    _text(name, "field name")
+    chat.fields[name] = value
+    return []
+
+
+def _bot_message(world, at, chat_id, text, kind, rule, article=None) -> list:
+    chat = world.chat(chat_id)
+    _text(text)
+    message = _add_message(world, chat, at, "bot", rule, kind, text, "api", article)
+    return [_event(world, chat, "message.created", at, "rule", rule=rule, message_id=message.id)]
+
+
+def bot_reply(world: World, at: float, chat_id: str, text: str, *, rule=None) -> list:
+    """A rule's ``reply``: a public bot message. It neither answers the customer
+    (awaiting_agent goes on) nor waits for them (awaiting_customer does not start)."""
+    return _bot_message(world, at, chat_id, text, "reply", rule)
+
+
+def bot_note(world: World, at: float, chat_id: str, text: str, *, rule=None) -> list:
+    """A rule's ``note``: private, with @mentions like an agent's note."""
+    return _bot_message(world, at, chat_id, text, "note", rule)
+
+
+def reply_article(world: World, at: float, chat_id: str, slug: str, text: str | None = None,
+                  *, rule=None) -> list:
+    """A rule's ``reply article "slug"``; ``text`` is the rendered article (default: the slug)."""
+    _text(slug, "article")
+    return _bot_message(world, at, chat_id, text if text is not None else slug, "reply", rule, slug)
+
+
+# Scenario step name -> input command (the runner maps step arguments onto parameters).
+INPUTS = {
+    "start_chat": start_chat, "customer_message": customer_message, "email_reply": email_reply,
+    "customer_leaves": customer_leaves, "customer_returns": customer_returns,
+    "customer_reads": customer_reads, "join": join, "read": read, "subscribe": subscribe,
+    "unsubscribe": unsubscribe, "lock": lock, "unlock": unlock, "reply": reply, "note": note,
+    "assign": assign, "close": close, "reopen": reopen, "edit_message": edit_message,
+    "delete_message": delete_message, "agent_status": agent_status,
+}

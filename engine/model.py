@@ -1,0 +1,241 @@
+"""The live-chat domain as data: agents, customers, messages, chats, events, the world.
+
+Pure Python: nothing here reads the clock or the environment; every instant is passed in
+as ``at`` (seconds since the Unix epoch, UTC). The commands that change these objects
+live in :mod:`engine.commands`, the states derived from them in :mod:`engine.states`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dsl.errors import ChatflowError
+from dsl.vocabulary import AGENT_STATUSES, CHANNELS, EVENTS
+
+# Every code a refused command carries, with what it means. HTTP answers and scenario
+# steps (`error: CODE`) use these names as they are.
+ERROR_CODES: dict[str, str] = {
+    "not_joined": "the agent is not the chat's responsible agent (assignee)",
+    "locked": "another agent holds the chat's reply lock",
+    "no_access": "the agent does not see the chat (no access_chats, or not its channel)",
+    "not_author": "only the author of a message may edit or delete it",
+    "chat_closed": "the chat is closed",
+    "chat_open": "the chat is already open",
+    "unknown_chat": "no chat has this id",
+    "unknown_agent": "no agent has this id",
+    "unknown_message": "no such message in the chat ('last' of an agent who wrote none, "
+                       "or a position out of range)",
+    "message_deleted": "the message was deleted and can no longer be edited or deleted",
+    "chat_exists": "a chat with this id already exists",
+    "agent_exists": "an agent with this id already exists",
+    "bad_request": "an argument is missing, empty or not one of its allowed values",
+}
+
+AUTHORS = ("customer", "agent", "bot", "system")
+KINDS = ("reply", "note")
+VIAS = ("widget", "email", "api")
+ACTORS = ("customer", "agent", "rule", "system")
+
+
+class CommandRefused(ChatflowError):
+    """A command the domain refuses; nothing was changed. ``code`` is in ERROR_CODES."""
+
+    def __init__(self, code: str, message: str):
+        assert code in ERROR_CODES, code
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class Agent:
+    id: str
+    name: str | None = None
+    departments: tuple = ()
+    access_chats: bool = True
+    channels: tuple | None = None  # None = every channel
+    status: str = "online"  # online | away | offline
+    max_chats: int | None = None  # None = no limit
+
+    @property
+    def is_operator(self) -> bool:
+        return self.access_chats
+
+    def sees(self, chat: "Chat") -> bool:
+        return self.access_chats and (self.channels is None or chat.channel in self.channels)
+
+
+@dataclass(slots=True)
+class Customer:
+    id: str
+    name: str | None = None
+    email: str | None = None
+    online: bool = True
+    language: str | None = None
+    fields: dict = field(default_factory=dict)
+    online_since: float = 0.0  # anchor of customer.online
+    offline_since: float | None = None  # anchor of customer.offline
+
+
+@dataclass(slots=True)
+class Message:
+    id: str
+    position: int  # 0-based index in chat.messages (scenario steps count from 1)
+    author: str  # customer | agent | bot | system
+    author_id: str | None  # customer id, agent id, or the rule id for a bot
+    kind: str  # reply | note
+    text: str
+    via: str  # widget | email | api
+    at: float
+    mentions: tuple = ()
+    edited_at: float | None = None
+    deleted: bool = False
+    article: str | None = None
+
+    @property
+    def public(self) -> bool:
+        """Visible to the customer: a reply that was not deleted."""
+        return self.kind == "reply" and not self.deleted
+
+
+@dataclass(slots=True)
+class Chat:
+    id: str
+    channel: str
+    customer: Customer
+    created_at: float
+    page_url: str | None = None
+    status: str = "open"  # open | closed
+    assignee: str | None = None
+    department: str | None = None
+    subscribers: list = field(default_factory=list)  # ordered, unique agent ids
+    tags: list = field(default_factory=list)
+    priority: int = 0
+    locked_by: str | None = None
+    language: str | None = None
+    last_activity_at: float = 0.0
+    fields: dict = field(default_factory=dict)
+    messages: list = field(default_factory=list)
+    agent_read: dict = field(default_factory=dict)  # agent id -> highest position read
+    customer_read: int = -1  # highest position the customer read (-1: none)
+    # Agents who unsubscribed: no rule notifies or re-subscribes them until they
+    # subscribe or join again.
+    muted: set = field(default_factory=set)
+    # State anchors (see engine.states).
+    opened_at: float = 0.0
+    closed_at: float | None = None
+    assigned_at: float | None = None
+    unassigned_at: float | None = None
+    locked_at: float | None = None
+
+    @property
+    def message_count(self) -> int:
+        return len(self.messages)
+
+    def read_position(self, agent_id: str) -> int:
+        return self.agent_read.get(agent_id, -1)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened, as rules see it. ``agent_id`` is the agent who caused it,
+    ``rule`` the rule whose action caused it; ``data`` carries event-specific details
+    (``previous_assignee``, ``assignee``, ``agent``, ``tag``, ``ended_lock`` …)."""
+
+    id: str
+    type: str
+    chat_id: str | None
+    at: float
+    actor: str
+    agent_id: str | None = None
+    rule: str | None = None
+    message_id: str | None = None
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class World:
+    """Every agent and chat, plus the counters that keep ids and round robins deterministic."""
+
+    agents: dict = field(default_factory=dict)  # id -> Agent, in the order they were added
+    chats: dict = field(default_factory=dict)  # id -> Chat
+    # department -> id of the agent it picked last; round robin continues after it.
+    rr_last: dict = field(default_factory=dict)
+    event_seq: int = 0
+
+    def add_agent(self, id: str, name=None, departments=(), access_chats=True, channels=None,
+                  status="online", max_chats=None) -> Agent:
+        """Add an agent (scenario ``agents:`` entry or admin API); lists become tuples."""
+        if not isinstance(id, str) or not id:
+            raise CommandRefused("bad_request", "an agent needs a non-empty string id")
+        if id in self.agents:
+            raise CommandRefused("agent_exists", f"agent {id!r} already exists")
+        if status not in AGENT_STATUSES:
+            raise CommandRefused("bad_request", f"status must be one of {', '.join(AGENT_STATUSES)}")
+        if channels is not None:
+            unknown = [c for c in channels if c not in CHANNELS]
+            if unknown:
+                raise CommandRefused("bad_request", f"unknown channel {unknown[0]!r}")
+            channels = tuple(channels)
+        if max_chats is not None and (not isinstance(max_chats, int) or max_chats < 0):
+            raise CommandRefused("bad_request", "max_chats must be a non-negative integer")
+        agent = Agent(id, name, tuple(departments or ()), bool(access_chats), channels, status, max_chats)
+        self.agents[id] = agent
+        return agent
+
+    def agent(self, agent_id) -> Agent:
+        try:
+            return self.agents[agent_id]
+        except (KeyError, TypeError):
+            raise CommandRefused("unknown_agent", f"no agent {agent_id!r}") from None
+
+    def chat(self, chat_id) -> Chat:
+        try:
+            return self.chats[chat_id]
+        except (KeyError, TypeError):
+            raise CommandRefused("unknown_chat", f"no chat {chat_id!r}") from None
+
+    def open_chats(self, agent_id: str) -> int:
+        """How many open chats have this agent as assignee (its load for capacity)."""
+        return sum(1 for c in self.chats.values() if c.assignee == agent_id and c.status == "open")
+
+    def new_event(self, type: str, at: float, chat_id: str | None, actor: str, *,
+                  agent_id=None, rule=None, message_id=None, data=None) -> Event:
+        """A new event with the next id of this world (``CHAT:N``, ``agents:N`` without chat)."""
+        assert type in EVENTS, type
+        assert actor in ACTORS, actor
+        self.event_seq += 1
+        prefix = chat_id if chat_id is not None else "agents"
+        return Event(f"{prefix}:{self.event_seq}", type, chat_id, at, actor, agent_id, rule,
+                     message_id, dict(data or {}))
+
+
+def has_free_capacity(world: World, agent: Agent) -> bool:
+    return agent.max_chats is None or world.open_chats(agent.id) < agent.max_chats
+
+
+def pick_agent(world: World, chat: Chat, department: str, strategy: str = "round_robin") -> str | None:
+    """The agent ``assign department`` gives the chat, or None when nobody is free.
+
+    Candidates are the department's agents who are online, see the chat and have free
+    capacity, in the order they were added. ``round_robin`` takes the first candidate
+    after the agent picked last for this department; ``least_busy`` takes the candidates
+    with the fewest open chats assigned and breaks ties the same round-robin way. The
+    caller records the pick with :func:`note_pick`.
+    """
+    if strategy not in ("round_robin", "least_busy"):
+        raise CommandRefused("bad_request", f"unknown strategy {strategy!r}")
+    members = [a for a in world.agents.values() if department in a.departments]
+    last = world.rr_last.get(department)
+    start = next((i + 1 for i, a in enumerate(members) if a.id == last), 0)
+    rotated = members[start:] + members[:start]
+    free = [a for a in rotated if a.status == "online" and a.sees(chat) and has_free_capacity(world, a)]
+    if not free:
+        return None
+    if strategy == "least_busy":
+        fewest = min(world.open_chats(a.id) for a in free)
+        free = [a for a in free if world.open_chats(a.id) == fewest]
+    return free[0].id
+
+
+def note_pick(world: World, department: str, agent_id: str) -> None:
+    world.rr_last[department] = agent_id
