@@ -1,0 +1,150 @@
+"""Running a fired rule's actions: changes go through the domain's rule-side commands
+(so a rule can do nothing an agent's command could not express), notifications and
+emails come out as Effects, and texts are rendered in Jinja's sandbox."""
+from __future__ import annotations
+
+import functools
+
+from jinja2.exceptions import SecurityError, TemplateError
+
+from dsl.templates import environment
+
+from . import commands as C
+from .conditions import compile_value
+from .context import Context, template_data
+from .effects import Effect
+from .model import CommandRefused
+
+MAX_TEXT = 20_000  # a rendered text longer than this is cut: no rule can flood a chat
+
+
+class Stop(Exception):
+    """``stop``: end the evaluation of the current event."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _template(text: str):
+    return environment().from_string(text)
+
+
+def render(text: str | None, ctx: Context) -> str | None:
+    """An action text with its placeholders filled, or the raw text if rendering fails."""
+    if text is None or "{" not in text:
+        return text
+    try:
+        out = _template(text).render(template_data(ctx))
+    except (SecurityError, TemplateError, TypeError, ValueError, RecursionError, OverflowError):
+        return text
+    return out[:MAX_TEXT]
+
+
+def recipients(action, ctx: Context) -> list[str]:
+    """The agent ids a ``notify`` reaches, in a stable order, without muted agents."""
+    chat, world, t = ctx.chat, ctx.world, action.target
+    if t.kind == "subscribers":
+        ids = list(chat.subscribers)
+    elif t.kind == "assignee":
+        ids = [chat.assignee] if chat.assignee else []
+    elif t.kind == "operators":
+        ids = [a.id for a in world.agents.values() if a.sees(chat)]
+    elif t.kind == "mentioned":
+        ids = list(ctx.message.mentions) if ctx.message is not None else []
+    elif t.kind == "agent":
+        ids = [t.id] if t.id in world.agents else []
+    elif t.kind == "department":
+        ids = [a.id for a in world.agents.values() if t.id in a.departments and a.sees(chat)]
+    else:
+        ids = []
+    if action.except_ == "assignee":
+        ids = [i for i in ids if i != chat.assignee]
+    elif action.except_ == "actor" and ctx.event is not None and ctx.event.agent_id:
+        ids = [i for i in ids if i != ctx.event.agent_id]
+    seen, out = set(), []
+    for i in ids:
+        if i not in seen and i not in chat.muted:
+            seen.add(i)
+            out.append(i)
+    return out
+
+
+def run_action(engine, ctx: Context, rule, index: int, action, key_event: str):
+    """Apply one action. Returns (events caused, effects, note for the trace or None).
+
+    Raises Stop for ``stop``. A change the domain refuses (say, assigning an unknown
+    agent) is skipped and reported, never raised: a rule cannot break an evaluation.
+    """
+    world, chat, at, rid = ctx.world, ctx.chat, ctx.now, rule.id
+    key = (key_event, rid, index)
+    kind = action.kind
+    try:
+        if kind == "stop":
+            raise Stop()
+        if kind == "notify":
+            text = render(action.message, ctx)
+            template = action.template or "notification"
+            return [], [Effect("notify", key, chat.id, rid, at, r, template, text)
+                        for r in recipients(action, ctx)], None
+        if kind == "email":
+            if not chat.customer.email:
+                return [], [], "the customer has no email address"
+            unread = [m for m in chat.messages if m.public and m.author == "agent" and m.position > chat.customer_read]
+            data = {"replies": [{"id": m.id, "text": m.text, "at": m.at, "author_id": m.author_id} for m in unread]}
+            return [], [Effect("email", key, chat.id, rid, at, chat.customer.email, action.template, None, data)], None
+        if kind == "reply":
+            text = render(action.text, ctx)
+            events = C.bot_reply(world, at, chat.id, text, rule=rid)
+            return events, [Effect("reply", key, chat.id, rid, at, None, None, text)], None
+        if kind == "reply_article":
+            article = engine.articles.get(action.article)
+            if article is None:
+                return [], [], f"no article `{action.article}`"
+            text = article_text(article)
+            events = C.reply_article(world, at, chat.id, action.article, text, rule=rid)
+            return events, [Effect("reply", key, chat.id, rid, at, None, None, text)], None
+        if kind == "note":
+            return C.bot_note(world, at, chat.id, render(action.text, ctx), rule=rid), [], None
+        if kind == "assign_agent":
+            return C.assign_agent(world, at, chat.id, action.agent, rule=rid), [], None
+        if kind == "assign_department":
+            return C.assign_department(world, at, chat.id, action.department, action.strategy, rule=rid), [], None
+        if kind == "unassign":
+            return C.unassign(world, at, chat.id, rule=rid), [], None
+        if kind == "subscribe":
+            t = action.target
+            if t.kind == "operators":
+                return C.subscribe_operators(world, at, chat.id, rule=rid), [], None
+            if t.kind == "agent":
+                return C.subscribe_agent(world, at, chat.id, t.id, rule=rid), [], None
+            return C.subscribe_department(world, at, chat.id, t.id, rule=rid), [], None
+        if kind == "unsubscribe":
+            return C.unsubscribe_agent(world, at, chat.id, action.target.id, rule=rid), [], None
+        if kind == "tag":
+            return C.tag(world, at, chat.id, action.tag, rule=rid), [], None
+        if kind == "untag":
+            return C.untag(world, at, chat.id, action.tag, rule=rid), [], None
+        if kind == "set_priority":
+            return C.set_priority(world, at, chat.id, action.priority, rule=rid), [], None
+        if kind == "set_field":
+            value = compile_value(action.value, {})(ctx)
+            return C.set_field(world, at, chat.id, action.field_name, value, rule=rid), [], None
+        if kind in ("close", "reopen", "lock", "unlock"):
+            if kind == "close" and chat.status == "closed" or kind == "reopen" and chat.status == "open":
+                return [], [], f"chat is already {chat.status}"
+            if kind in ("lock", "unlock") and (chat.assignee is None or (kind == "unlock" and chat.locked_by is None)):
+                return [], [], "no assignee to lock for" if kind == "lock" else "chat is not locked"
+            fn = getattr(C, kind)
+            return fn(world, at, chat.id, rule=rid), [], None
+    except CommandRefused as e:
+        return [], [], f"{e.code}: {e.message}"
+    raise ValueError(f"unknown action kind {kind!r}")  # the compiler only makes known kinds
+
+
+def article_text(article) -> str:
+    """How an embedded help-center article reads in a reply."""
+    if isinstance(article, str):
+        return article
+    title = article.get("title") or ""
+    body = article.get("body") or article.get("text") or ""
+    url = article.get("url")
+    parts = [p for p in (title, body, url) if p]
+    return "\n".join(parts)

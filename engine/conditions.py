@@ -1,0 +1,253 @@
+"""Conditions compiled to Python closures, and the same conditions explained for traces.
+
+``compile_condition`` turns a type-checked condition AST into one closure
+``f(ctx) -> bool``: every fact getter, regex and constant is bound at compile time, so
+evaluating a rule walks no tree and looks nothing up by name. ``explain`` evaluates the
+same AST slowly, returning each sub-condition with its value, for ``dry-run`` traces.
+
+The meanings are those of SPEC §3.6: none compares false with everything but none;
+``A != B`` is ``not (A == B)``; ``contains``/``starts with``/``ends with`` ignore case
+on texts; ``matches`` searches anywhere.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from dsl import ast
+
+from .context import getter
+from .states import STATE_FUNCS
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _eq(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    return a == b
+
+
+def _order(op):
+    import operator
+
+    fn = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op]
+
+    def cmp(a, b):
+        if a is None or b is None or isinstance(a, bool) or isinstance(b, bool):
+            return False
+        try:
+            return fn(a, b)
+        except TypeError:
+            return False
+    return cmp
+
+
+def _in(a, b):
+    if a is None or b is None:
+        return False
+    try:
+        return any(_eq(a, x) for x in b)
+    except TypeError:
+        return False
+
+
+def _contains(a, b):
+    if a is None or b is None:
+        return False
+    if isinstance(a, str):
+        return isinstance(b, str) and b.lower() in a.lower()
+    if isinstance(a, (list, tuple)):
+        return any(_eq(x, b) for x in a)
+    return False
+
+
+def _starts(a, b):
+    return isinstance(a, str) and isinstance(b, str) and a.lower().startswith(b.lower())
+
+
+def _ends(a, b):
+    return isinstance(a, str) and isinstance(b, str) and a.lower().endswith(b.lower())
+
+
+BINARY = {
+    "==": _eq,
+    "!=": lambda a, b: not _eq(a, b),
+    "<": _order("<"), "<=": _order("<="), ">": _order(">"), ">=": _order(">="),
+    "in": _in,
+    "not in": lambda a, b: not _in(a, b),
+    "contains": _contains,
+    "starts with": _starts,
+    "ends with": _ends,
+}
+
+
+def _lower(x):
+    return x.lower() if isinstance(x, str) else None
+
+
+def _len(x):
+    return len(x) if isinstance(x, (str, list, tuple)) else None
+
+
+def _hour(t, tz):
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, ZoneInfo(tz)).hour
+
+
+def _weekday(t, tz):
+    if t is None:
+        return None
+    return WEEKDAYS[datetime.fromtimestamp(t, ZoneInfo(tz)).weekday()]
+
+
+def compile_value(node, schedules):
+    """A closure ``f(ctx) -> value`` for an operand node."""
+    if isinstance(node, ast.Paren):
+        return compile_value(node.expr, schedules)
+    if isinstance(node, ast.Literal):
+        v = node.value
+        return lambda ctx: v
+    if isinstance(node, ast.Duration):
+        v = node.seconds
+        return lambda ctx: v
+    if isinstance(node, ast.ListLit):
+        items = [compile_value(i, schedules) for i in node.items]
+        if all(isinstance(i, ast.Literal) for i in node.items):
+            const = [i.value for i in node.items]
+            return lambda ctx: const
+        return lambda ctx: [f(ctx) for f in items]
+    if isinstance(node, ast.Ref):
+        return getter(node.name)
+    if isinstance(node, ast.Call):
+        return _compile_call(node, schedules)
+    return compile_condition(node, schedules)
+
+
+def _compile_call(node: ast.Call, schedules):
+    if node.name == "in_schedule":
+        sched = schedules[node.args[0].value]
+        return lambda ctx: sched.contains(ctx.now)
+    args = [compile_value(a, schedules) for a in node.args]
+    if node.name == "lower":
+        (a,) = args
+        return lambda ctx: _lower(a(ctx))
+    if node.name == "len":
+        (a,) = args
+        return lambda ctx: _len(a(ctx))
+    fn = _hour if node.name == "hour" else _weekday
+    t, tz = args
+    return lambda ctx: fn(t(ctx), tz(ctx))
+
+
+def compile_condition(node, schedules):
+    """A closure ``f(ctx) -> bool`` for a type-checked condition; None compiles to always true."""
+    if node is None:
+        return lambda ctx: True
+    if isinstance(node, ast.Paren):
+        return compile_condition(node.expr, schedules)
+    if isinstance(node, ast.And):
+        parts = tuple(compile_condition(i, schedules) for i in node.items)
+        if len(parts) == 2:
+            a, b = parts
+            return lambda ctx: a(ctx) and b(ctx)
+        return lambda ctx: all(p(ctx) for p in parts)
+    if isinstance(node, ast.Or):
+        parts = tuple(compile_condition(i, schedules) for i in node.items)
+        if len(parts) == 2:
+            a, b = parts
+            return lambda ctx: a(ctx) or b(ctx)
+        return lambda ctx: any(p(ctx) for p in parts)
+    if isinstance(node, ast.Not):
+        inner = compile_condition(node.operand, schedules)
+        return lambda ctx: not inner(ctx)
+    if isinstance(node, ast.For):
+        return _compile_for(node)
+    if isinstance(node, ast.IsNone):
+        v = compile_value(node.operand, schedules)
+        if node.negated:
+            return lambda ctx: v(ctx) is not None
+        return lambda ctx: v(ctx) is None
+    if isinstance(node, ast.Compare):
+        return _compile_compare(node, schedules)
+    if isinstance(node, ast.Literal):
+        value = node.value is True
+        return lambda ctx: value
+    v = compile_value(node, schedules)
+    return lambda ctx: v(ctx) is True
+
+
+def _compile_for(node: ast.For):
+    inner = node.operand
+    while isinstance(inner, ast.Paren):
+        inner = inner.expr
+    since = STATE_FUNCS[inner.name]
+    seconds = node.duration.seconds
+
+    def held(ctx):
+        s = since(ctx.chat)
+        return s is not None and ctx.now - s >= seconds
+    return held
+
+
+def _compile_compare(node: ast.Compare, schedules):
+    left = compile_value(node.left, schedules)
+    if node.op == "matches":
+        search = re.compile(node.right.pattern).search
+        return lambda ctx: isinstance(v := left(ctx), str) and search(v) is not None
+    op = BINARY[node.op]
+    if isinstance(node.right, ast.Literal):
+        const = node.right.value
+        if node.op == "==" and isinstance(const, str):
+            return lambda ctx: left(ctx) == const  # a text equals only that text
+        return lambda ctx: op(left(ctx), const)
+    right = compile_value(node.right, schedules)
+    return lambda ctx: op(left(ctx), right(ctx))
+
+
+def explain(node, ctx, schedules) -> list:
+    """[(depth, text, value)] for the condition and each sub-condition, in reading order:
+    why a rule fired or did not."""
+    from dsl.formatter import format_expr
+
+    out = []
+
+    def walk(n, depth):
+        value = compile_condition(n, schedules)(ctx) if not _is_operand(n) else compile_value(n, schedules)(ctx)
+        out.append((depth, format_expr(n), value))
+        inner = n.expr if isinstance(n, ast.Paren) else n
+        if isinstance(inner, (ast.And, ast.Or)):
+            for i in inner.items:
+                walk(i, depth + 1)
+        elif isinstance(inner, ast.Not):
+            walk(inner.operand, depth + 1)
+        elif isinstance(inner, ast.For):
+            r = inner.operand
+            while isinstance(r, ast.Paren):
+                r = r.expr
+            since = STATE_FUNCS[r.name](ctx.chat)
+            held = None if since is None else ctx.now - since
+            out.append((depth + 1, f"{r.name} since {_fmt_since(since, ctx.now)}", held))
+        elif isinstance(inner, ast.Compare):
+            for side in (inner.left, inner.right):
+                if isinstance(side, (ast.Ref, ast.Call)):
+                    out.append((depth + 1, format_expr(side), compile_value(side, schedules)(ctx)))
+        elif isinstance(inner, ast.IsNone) and isinstance(inner.operand, (ast.Ref, ast.Call)):
+            out.append((depth + 1, format_expr(inner.operand), compile_value(inner.operand, schedules)(ctx)))
+
+    walk(node, 0)
+    return out
+
+
+def _is_operand(n) -> bool:
+    return isinstance(n, (ast.Literal, ast.Duration, ast.ListLit, ast.Regex))
+
+
+def _fmt_since(since, now) -> str:
+    if since is None:
+        return "— (false)"
+    return f"{now - since:g}s ago"

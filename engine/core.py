@@ -1,0 +1,315 @@
+"""The engine: applies inputs to chats, evaluates rules on the events they emit, fires
+state rules at their exact deadlines, and returns effects as data.
+
+Pure: the clock is whatever ``at`` the caller passes (the scenario runner's virtual
+clock, the server's wall clock); nothing here does I/O. The simulator and the service
+run this same class.
+
+Semantics (SPEC §3.4): for each event, the event rules for it and every state rule are
+evaluated in rule order, each seeing the changes of the ones before; a rule fires at
+most once per event; ``stop`` ends the event; caused events are evaluated after it,
+first in first out, and a chain deeper than ``max_cascade`` is cut (``cascade_limit``).
+A state rule fires when its condition goes from false to true and not again until it
+has been false; its next deadline is computed from its ``for`` durations and schedules.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+
+from dsl.schedule import next_hour, next_midnight
+
+from . import commands as C
+from .actions import Stop, run_action
+from .conditions import compile_condition, explain
+from .context import Context
+from .effects import Effect, TraceEntry
+from .model import World
+from .states import STATE_FUNCS
+
+MAX_CASCADE = 10
+
+
+@dataclass
+class _Rule:
+    rule: object  # dsl.compiler.CompiledRule
+    cond: object  # closure ctx -> bool
+    order: int
+    wakers: tuple  # functions now -> next instant the clock part may change
+
+    @property
+    def id(self):
+        return self.rule.id
+
+
+@dataclass
+class Outcome:
+    """What one input or one tick produced."""
+
+    events: list = field(default_factory=list)
+    effects: list = field(default_factory=list)
+    fired: list = field(default_factory=list)  # (rule id, chat id)
+
+
+def _wakers(rule, schedules) -> tuple:
+    """Functions giving the next instant a time-of-day part of the condition can change."""
+    from dsl import ast
+
+    out = []
+    for sid in rule.schedules:
+        out.append(schedules[sid].next_change)
+    stack = [rule.when] if rule.when is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Call) and node.name in ("hour", "weekday"):
+            tz = node.args[1].value if len(node.args) > 1 and isinstance(node.args[1], ast.Literal) else "UTC"
+            fn = next_hour if node.name == "hour" else next_midnight
+            out.append(lambda now, fn=fn, tz=tz: fn(now, tz))
+        for attr in ("items", "args"):
+            stack.extend(getattr(node, attr, ()) or ())
+        for attr in ("operand", "left", "right", "expr"):
+            child = getattr(node, attr, None)
+            if child is not None and not isinstance(child, (str, int)):
+                stack.append(child)
+    return tuple(out)
+
+
+class Engine:
+    """Runs a compiled RuleSet against a World of chats on an injected clock."""
+
+    def __init__(self, ruleset, world: World | None = None, *, articles=None, canned=None,
+                 tracing: bool = False, max_cascade: int = MAX_CASCADE):
+        self.world = world if world is not None else World()
+        self.articles = dict(articles or {})
+        self.canned = dict(canned or {})
+        self.tracing = tracing
+        self.max_cascade = max_cascade
+        self.trace: list[TraceEntry] = []
+        self.effects: list[Effect] = []
+        self.last: dict[tuple, bool] = {}  # (chat, rule) -> condition value at its last evaluation
+        self.timers: dict[tuple, float] = {}  # (chat, rule) -> due
+        self._heap: list = []
+        self.now: float | None = None
+        self.set_ruleset(ruleset)
+
+    # ------------------------------------------------------------ rule sets
+
+    def set_ruleset(self, ruleset) -> None:
+        """Activate a rule set. Deadlines of rules it no longer has are dropped; its state
+        rules take effect from each chat's next event or deadline."""
+        self.ruleset = ruleset
+        self.rules = [_Rule(r, compile_condition(r.when, ruleset.schedules), i, _wakers(r, ruleset.schedules))
+                      for i, r in enumerate(ruleset.rules)]
+        self._by_id = {r.id: r for r in self.rules}
+        self._plans: dict[str, list] = {}
+        self._timed = [r for r in self.rules if r.rule.on is None and (r.rule.temporals or r.wakers)]
+        for key in [k for k in self.timers if k[1] not in self._by_id]:
+            due = self.timers.pop(key)
+            self._log("timer_cancelled", due if self.now is None else self.now, key[0], rule=key[1],
+                      detail={"due": due, "reason": "rule removed"})
+        for key in [k for k in self.last if k[1] not in self._by_id]:
+            del self.last[key]
+
+    def _plan(self, event_type: str) -> list:
+        plan = self._plans.get(event_type)
+        if plan is None:
+            plan = [r for r in self.rules if r.rule.on is None or r.rule.on == event_type]
+            self._plans[event_type] = plan
+        return plan
+
+    # ------------------------------------------------------------ inputs
+
+    def execute(self, command: str, at: float, **args) -> Outcome:
+        """Apply one input command (a scenario step / API call) at ``at`` and evaluate the
+        rules on what it emits. Raises model.CommandRefused with nothing changed."""
+        fn = C.INPUTS[command]
+        if command == "reply" and args.get("canned") is not None:
+            args = dict(args)
+            shortcut = args.pop("canned")
+            if shortcut not in self.canned:
+                raise C.CommandRefused("bad_request", f"no canned response `{shortcut}`")
+            args["canned_text"] = self.canned[shortcut]
+        if command == "reply" and args.get("article") is not None:
+            args = dict(args)
+            slug = args.pop("article")
+            if slug not in self.articles:
+                raise C.CommandRefused("bad_request", f"no article `{slug}`")
+            from .actions import article_text
+            args["text"] = article_text(self.articles[slug])
+            args["article"] = slug
+        self.now = at
+        events = fn(self.world, at, **args)
+        if self.tracing:
+            self._log("input", at, args.get("chat_id"), detail={"command": command, "args": _shown(args)})
+        return self.process(events, at)
+
+    def process(self, events, at: float) -> Outcome:
+        """Evaluate rules on events (and everything they cause), then re-arm deadlines."""
+        out = Outcome()
+        queue = deque((e, 1) for e in events)
+        touched = []
+        while queue:
+            event, depth = queue.popleft()
+            if depth > self.max_cascade:
+                self._log("cascade_limit", at, event.chat_id, event=event.type, event_id=event.id,
+                          detail={"depth": depth, "rule": event.rule})
+                continue
+            out.events.append(event)
+            for chat_id in self._chats_of(event):
+                if chat_id not in touched:
+                    touched.append(chat_id)
+                for caused in self._evaluate(event, chat_id, at, out):
+                    queue.append((caused, depth + 1))
+        for chat_id in touched:
+            self._rearm(chat_id, at)
+        return out
+
+    def _chats_of(self, event) -> list:
+        if event.chat_id is not None:
+            return [event.chat_id] if event.chat_id in self.world.chats else []
+        # an agent's status change concerns the open chats it is responsible for
+        return [c.id for c in self.world.chats.values() if c.assignee == event.agent_id and c.status == "open"]
+
+    def _evaluate(self, event, chat_id, at, out: Outcome) -> list:
+        chat = self.world.chats[chat_id]
+        ctx = Context(self.world, chat, event, at, self.ruleset)
+        if self.tracing:
+            self._log("event", at, chat_id, event=event.type, event_id=event.id,
+                      detail={"actor": event.actor, "agent": event.agent_id, "rule": event.rule,
+                              "message": event.message_id})
+        caused = []
+        for r in self._plan(event.type):
+            value = bool(r.cond(ctx))
+            if r.rule.on is None:
+                key = (chat_id, r.id)
+                was = self.last.get(key, False)
+                self.last[key] = value
+                fire = value and not was
+            else:
+                fire = value
+            if self.tracing:
+                self._log("rule", at, chat_id, rule=r.id, event=event.type, event_id=event.id, fired=fire,
+                          detail={"why": explain(r.rule.when, ctx, self.ruleset.schedules) if r.rule.when is not None else [],
+                                  "state_rule": r.rule.on is None, "was_true": self.last.get((chat_id, r.id)) if r.rule.on is None else None})
+            if fire:
+                events, stopped = self._fire(r, ctx, event.id, at, out)
+                caused.extend(events)
+                if stopped:
+                    self._log("stop", at, chat_id, rule=r.id, event=event.type, event_id=event.id)
+                    break
+        return caused
+
+    def _fire(self, r: _Rule, ctx: Context, key_event: str, at: float, out: Outcome) -> tuple:
+        """Run a rule's actions: (events they caused, whether it stopped the evaluation)."""
+        out.fired.append((r.id, ctx.chat.id))
+        self._log("fired", at, ctx.chat.id, rule=r.id, event=ctx.event.type if ctx.event else None,
+                  event_id=key_event, fired=True)
+        caused = []
+        for index, action in enumerate(r.rule.actions):
+            try:
+                events, effects, note = run_action(self, ctx, r.rule, index, action, key_event)
+            except Stop:
+                return caused, True
+            caused.extend(events)
+            for eff in effects:
+                out.effects.append(eff)
+                self.effects.append(eff)
+                self._log("effect", at, ctx.chat.id, rule=r.id, event_id=key_event,
+                          detail={"kind": eff.kind, "to": eff.recipient, "template": eff.template,
+                                  "text": eff.text, "key": eff.idempotency_key})
+            if note:
+                self._log("skipped", at, ctx.chat.id, rule=r.id, event_id=key_event,
+                          detail={"action": action.kind, "reason": note})
+        return caused, False
+
+    # ------------------------------------------------------------ deadlines
+
+    def _rearm(self, chat_id: str, now: float) -> None:
+        chat = self.world.chats.get(chat_id)
+        if chat is None:
+            return
+        for r in self._timed:
+            due = None
+            for state, seconds in r.rule.temporals:
+                since = STATE_FUNCS[state](chat)
+                if since is not None and since + seconds > now:
+                    t = since + seconds
+                    due = t if due is None or t < due else due
+            for waker in r.wakers:
+                t = waker(now)
+                if t > now and (due is None or t < due):
+                    due = t
+            key = (chat_id, r.id)
+            old = self.timers.get(key)
+            if due == old:
+                continue
+            if old is not None:
+                del self.timers[key]
+                self._log("timer_cancelled", now, chat_id, rule=r.id, detail={"due": old})
+            if due is not None:
+                self.timers[key] = due
+                heapq.heappush(self._heap, (due, r.order, chat_id, r.id))
+                self._log("timer_armed", now, chat_id, rule=r.id, detail={"due": due})
+
+    def next_due(self) -> float | None:
+        """The earliest armed deadline, or None."""
+        heap = self._heap
+        while heap:
+            due, _, chat_id, rule_id = heap[0]
+            if self.timers.get((chat_id, rule_id)) == due:
+                return due
+            heapq.heappop(heap)  # cancelled or re-armed since: drop the stale entry
+        return None
+
+    def run_due(self, until: float) -> Outcome:
+        """Fire every deadline due at or before ``until``, in time then rule order."""
+        out = Outcome()
+        while True:
+            due = self.next_due()
+            if due is None or due > until:
+                return out
+            _, _, chat_id, rule_id = heapq.heappop(self._heap)
+            del self.timers[(chat_id, rule_id)]
+            self.now = due
+            r = self._by_id.get(rule_id)
+            chat = self.world.chats.get(chat_id)
+            if r is None or chat is None:
+                continue
+            self._tick(r, chat, due, out)
+
+    def _tick(self, r: _Rule, chat, due: float, out: Outcome) -> None:
+        ctx = Context(self.world, chat, None, due, self.ruleset)
+        value = bool(r.cond(ctx))
+        key = (chat.id, r.id)
+        was = self.last.get(key, False)
+        self.last[key] = value
+        fire = value and not was
+        self._log("timer_fired", due, chat.id, rule=r.id, fired=fire,
+                  detail={"why": explain(r.rule.when, ctx, self.ruleset.schedules) if self.tracing and r.rule.when is not None else []})
+        caused = []
+        if fire:
+            key_event = f"{chat.id}:deadline:{r.id}:{due:.3f}"
+            caused, _ = self._fire(r, ctx, key_event, due, out)
+        sub = self.process(caused, due) if caused else None
+        if sub is not None:
+            out.events.extend(sub.events)
+            out.effects.extend(sub.effects)
+            out.fired.extend(sub.fired)
+        else:
+            self._rearm(chat.id, due)
+
+    # ------------------------------------------------------------ trace
+
+    def _log(self, kind, at, chat_id, rule=None, event=None, event_id=None, fired=None, detail=None):
+        if not self.tracing and kind not in ("fired", "cascade_limit", "timer_fired", "effect", "skipped"):
+            return
+        self.trace.append(TraceEntry(kind, at, chat_id, rule, event, event_id, fired, detail or {}))
+
+    def pending(self) -> list:
+        """Armed deadlines as (rule id, chat id, due), soonest first."""
+        return sorted(((rule, chat, due) for (chat, rule), due in self.timers.items()), key=lambda t: (t[2], t[1], t[0]))
+
+
+def _shown(args: dict) -> dict:
+    return {k: v for k, v in args.items() if v is not None}
