@@ -230,8 +230,7 @@ def explain(node, ctx, schedules) -> list:
             while isinstance(r, ast.Paren):
                 r = r.expr
             since = STATE_FUNCS[r.name](ctx.chat)
-            held = None if since is None else ctx.now - since
-            out.append((depth + 1, f"{r.name} since {_fmt_since(since, ctx.now)}", held))
+            out.append((depth + 1, f"{r.name} {_held(since, ctx.now, inner.duration)}", since is not None))
         elif isinstance(inner, ast.Compare):
             for side in (inner.left, inner.right):
                 if isinstance(side, (ast.Ref, ast.Call)):
@@ -247,7 +246,7 @@ def _is_operand(n) -> bool:
     return isinstance(n, (ast.Literal, ast.Duration, ast.ListLit, ast.Regex))
 
 
-def _fmt_since(since, now) -> str:
+def _held(since, now, duration) -> str:
     if since is None:
-        return "— (false)"
-    return f"{now - since:g}s ago"
+        return "is false"
+    return f"has held {now - since:g}s of {duration.text}"

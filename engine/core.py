@@ -79,11 +79,13 @@ class Engine:
     """Runs a compiled RuleSet against a World of chats on an injected clock."""
 
     def __init__(self, ruleset, world: World | None = None, *, articles=None, canned=None,
-                 tracing: bool = False, max_cascade: int = MAX_CASCADE):
+                 tracing: bool = False, max_cascade: int = MAX_CASCADE, observer=None):
         self.world = world if world is not None else World()
         self.articles = dict(articles or {})
         self.canned = dict(canned or {})
         self.tracing = tracing
+        # observer(rule, ctx, value) is told of every evaluation (coverage uses it)
+        self.observer = observer
         self.max_cascade = max_cascade
         self.trace: list[TraceEntry] = []
         self.effects: list[Effect] = []
@@ -181,6 +183,8 @@ class Engine:
         caused = []
         for r in self._plan(event.type):
             value = bool(r.cond(ctx))
+            if self.observer is not None:
+                self.observer(r.rule, ctx, value)
             if r.rule.on is None:
                 key = (chat_id, r.id)
                 was = self.last.get(key, False)
@@ -281,6 +285,8 @@ class Engine:
     def _tick(self, r: _Rule, chat, due: float, out: Outcome) -> None:
         ctx = Context(self.world, chat, None, due, self.ruleset)
         value = bool(r.cond(ctx))
+        if self.observer is not None:
+            self.observer(r.rule, ctx, value)
         key = (chat.id, r.id)
         was = self.last.get(key, False)
         self.last[key] = value
