@@ -125,26 +125,51 @@ class Engine:
     def execute(self, command: str, at: float, **args) -> Outcome:
         """Apply one input command (a scenario step / API call) at ``at`` and evaluate the
         rules on what it emits. Raises model.CommandRefused with nothing changed."""
+        return self.process(self.apply(command, at, **args), at)
+
+    def apply(self, command: str, at: float, **args) -> list:
+        """Apply one input command and return the events it emits, without evaluating
+        rules on them (the service commits these first: a transactional outbox)."""
         fn = C.INPUTS[command]
+        args = dict(args)
         if command == "reply" and args.get("canned") is not None:
-            args = dict(args)
             shortcut = args.pop("canned")
             if shortcut not in self.canned:
                 raise C.CommandRefused("bad_request", f"no canned response `{shortcut}`")
             args["canned_text"] = self.canned[shortcut]
         if command == "reply" and args.get("article") is not None:
-            args = dict(args)
-            slug = args.pop("article")
+            slug = args["article"]
             if slug not in self.articles:
                 raise C.CommandRefused("bad_request", f"no article `{slug}`")
             from .actions import article_text
-            args["text"] = article_text(self.articles[slug])
-            args["article"] = slug
+            args.setdefault("text", None)
+            if args["text"] is None:
+                args["text"] = article_text(self.articles[slug])
         self.now = at
         events = fn(self.world, at, **args)
         if self.tracing:
             self._log("input", at, args.get("chat_id"), detail={"command": command, "args": _shown(args)})
-        return self.process(events, at)
+        return events
+
+    # ------------------------------------------------------------ per-chat state (stored by the service)
+
+    def chat_state(self, chat_id: str) -> dict:
+        """What the engine remembers of a chat between evaluations: each state rule's last
+        value (its episode) and its armed deadline."""
+        return {
+            "last": {rule: v for (chat, rule), v in self.last.items() if chat == chat_id},
+            "timers": {rule: due for (chat, rule), due in self.timers.items() if chat == chat_id},
+        }
+
+    def load_chat_state(self, chat_id: str, state: dict | None) -> None:
+        for rule, v in ((state or {}).get("last") or {}).items():
+            if rule in self._by_id:
+                self.last[(chat_id, rule)] = bool(v)
+        for rule, due in ((state or {}).get("timers") or {}).items():
+            if rule in self._by_id:
+                r = self._by_id[rule]
+                self.timers[(chat_id, rule)] = float(due)
+                heapq.heappush(self._heap, (float(due), r.order, chat_id, rule))
 
     def process(self, events, at: float) -> Outcome:
         """Evaluate rules on events (and everything they cause), then re-arm deadlines."""

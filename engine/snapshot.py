@@ -1,0 +1,37 @@
+"""Chats, agents and events as plain JSON-able dicts and back, so the service can store a
+chat in one row and rebuild the same objects the engine works on."""
+from __future__ import annotations
+
+import dataclasses
+
+from .model import Agent, Chat, Customer, Event, Message
+
+
+def chat_to_dict(chat: Chat) -> dict:
+    d = dataclasses.asdict(chat)
+    d["muted"] = sorted(chat.muted)
+    return d
+
+
+def chat_from_dict(d: dict) -> Chat:
+    d = dict(d)
+    customer = Customer(**d.pop("customer"))
+    messages = [Message(**{**m, "mentions": tuple(m.get("mentions") or ())}) for m in d.pop("messages")]
+    muted = set(d.pop("muted") or ())
+    agent_read = {k: int(v) for k, v in (d.pop("agent_read") or {}).items()}
+    return Chat(customer=customer, messages=messages, muted=muted, agent_read=agent_read, **d)
+
+
+def agent_from_row(row: dict) -> Agent:
+    channels = row.get("channels")
+    return Agent(row["id"], row.get("name"), tuple(row.get("departments") or ()), bool(row.get("access_chats", True)),
+                 tuple(channels) if channels is not None else None, row.get("status") or "online",
+                 row.get("max_chats"))
+
+
+def event_to_dict(e: Event) -> dict:
+    return dataclasses.asdict(e)
+
+
+def event_from_dict(d: dict) -> Event:
+    return Event(**d)
