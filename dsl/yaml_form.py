@@ -26,7 +26,6 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from . import ast
 from .comments import IGNORE_RE, attach_comments, ignore_markers
 from .errors import Diagnostic, ParseError, SourceError, Span, did_you_mean, fail
-from .formatter import format_expr
 from .parser import MAX_SOURCE_BYTES, decode_source, parse_expression
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "rules.schema.json"
@@ -759,6 +758,13 @@ def _scalar(s: str, flow: bool = False) -> str:
     return _double_quoted(s)
 
 
+def _condition_text(expr) -> str:
+    # Imported here: loading YAML must not depend on the printer, only dumping does.
+    from .formatter import format_expr
+
+    return format_expr(expr)
+
+
 def _comment_lines(out: list, comments, indent: int) -> None:
     for c in comments:
         # a comment line must stay one printable line of YAML
@@ -810,7 +816,7 @@ def _action_text(a: ast.Action) -> str:
         if isinstance(v, ast.Literal) and v.kind in ("int", "bool", "none"):
             text = {"none": "null", "bool": "true" if v.value else "false"}.get(v.kind) or str(v.value)
         else:
-            text = _scalar(format_expr(v), True)
+            text = _scalar(_condition_text(v), True)
         return "set: " + _flow([("field", _scalar(a.field_name, True)), ("value", text)])
     raise ValueError(f"unknown action kind `{k}`")
 
@@ -842,7 +848,7 @@ def _rule_lines(out: list, item) -> None:
         elif clause == "on":
             out.append(f"    on: {_scalar(item.on)}")
         else:
-            out.append(f"    when: {_scalar(format_expr(item.when))}")
+            out.append(f"    when: {_scalar(_condition_text(item.when))}")
     _comment_lines(out, item.end_comments, 4)
 
 
