@@ -18,7 +18,7 @@ IGNORE_RE = re.compile(r"#\s*chatflow:\s*ignore=([A-Za-z0-9_,\-]+(?:\s*,\s*[A-Za
 def ignore_markers(source: str, comments) -> tuple:
     """((line, frozenset(codes)), …): a marker covers its own line, or the next line when
     it stands alone on its line."""
-    lines = source.splitlines()
+    lines = source.split("\n")  # Lark counts lines by \n only
     out = []
     for tok in comments:
         m = IGNORE_RE.match(tok.value)
@@ -39,7 +39,7 @@ def ignore_markers(source: str, comments) -> tuple:
 class _Cursor:
     def __init__(self, comments, source):
         self.pending = sorted(comments, key=lambda t: (t.line, t.column))
-        self.lines = source.splitlines()
+        self.lines = source.split("\n")
 
     def before(self, line: int, column: int) -> tuple:
         """Pop the comments that start before (line, column)."""
@@ -48,10 +48,13 @@ class _Cursor:
             out.append(self.pending.pop(0).value.rstrip())
         return tuple(out)
 
-    def trailing(self, line: int, column: int) -> str | None:
-        """Pop a comment that follows code on ``line`` at or after ``column``."""
+    def trailing(self, line: int, column: int, limit: tuple | None = None) -> str | None:
+        """Pop a comment that follows code on ``line`` at or after ``column`` and before
+        ``limit`` (the start of the next node), so it stays with the node it ends."""
         if self.pending and self.pending[0].line == line and self.pending[0].column >= column:
-            return self.pending.pop(0).value.rstrip()
+            head = self.pending[0]
+            if limit is None or (head.line, head.column) < limit:
+                return self.pending.pop(0).value.rstrip()
         return None
 
     def rest(self) -> tuple:
@@ -66,7 +69,8 @@ def attach_comments(rf: ast.RuleFile, items_in_order, comments) -> ast.RuleFile:
         return rf
     cur = _Cursor(comments, rf.source)
     by_id = {}
-    for item in items_in_order:
+    starts = [(i.span.line, i.span.column) for i in items_in_order[1:]] + [None]
+    for item, next_start in zip(items_in_order, starts):
         lead = cur.before(item.span.line, item.span.column)
         if isinstance(item, ast.Rule):
             new = _attach_rule(item, lead, cur)
@@ -79,7 +83,7 @@ def attach_comments(rf: ast.RuleFile, items_in_order, comments) -> ast.RuleFile:
             new = dataclasses.replace(item, comments=lead, lines=tuple(new_lines), end_comments=end)
         else:
             new = dataclasses.replace(item, comments=lead)
-            trailing = cur.trailing(item.span.end_line, item.span.end_column)
+            trailing = cur.trailing(item.span.end_line, item.span.end_column, next_start)
             if trailing:
                 new = dataclasses.replace(new, comments=lead + (trailing,))
         by_id[id(item)] = new
@@ -94,14 +98,16 @@ def attach_comments(rf: ast.RuleFile, items_in_order, comments) -> ast.RuleFile:
 def _attach_rule(rule: ast.Rule, lead: tuple, cur: _Cursor) -> ast.Rule:
     clause_comments = []
     actions = list(rule.actions)
-    for clause, span in rule.clause_spans:
+    clause_starts = [(s.line, s.column) for _, s in rule.clause_spans[1:]] + [(rule.span.end_line, rule.span.end_column)]
+    for (clause, span), clause_end in zip(rule.clause_spans, clause_starts):
         c = cur.before(span.line, span.column)
         if c:
             clause_comments.append((clause, c))
         if clause == "then":
+            limits = [(a.span.line, a.span.column) for a in actions[1:]] + [clause_end]
             for i, action in enumerate(actions):
                 ac = cur.before(action.span.line, action.span.column)
-                tr = cur.trailing(action.span.end_line, action.span.end_column)
+                tr = cur.trailing(action.span.end_line, action.span.end_column, limits[i])
                 actions[i] = dataclasses.replace(action, comments=ac, trailing=tr)
     end = cur.before(rule.span.end_line, rule.span.end_column)
     return dataclasses.replace(rule, comments=lead, clause_comments=tuple(clause_comments),

@@ -51,7 +51,7 @@ class Diagnostic:
         head = f"{self.span.path}:{self.span.line}:{self.span.column}: {self.code} {self.message}"
         lines = [head]
         if source is not None:
-            text_lines = source.splitlines()
+            text_lines = source.split("\n")  # Lark counts lines by \n only
             if 1 <= self.span.line <= len(text_lines):
                 src = text_lines[self.span.line - 1].expandtabs(1)
                 if len(src) > 200:  # a minified or binary line: show the part around the spot

@@ -95,8 +95,19 @@ def duration_seconds(text: str) -> int | None:
     return ((d * 24 + h) * 60 + mi) * 60 + s
 
 
+MAX_INT_DIGITS = 9
+
+
+def parse_int(path: str, token: Token) -> int:
+    """An integer literal; more than 9 digits is a located error, not a huge number."""
+    if len(token.value) > MAX_INT_DIGITS:
+        fail(_span(path, token), "bad_value", f"integer `{token.value[:12]}…` is too large",
+             f"integers have at most {MAX_INT_DIGITS} digits", kind=ParseError)
+    return int(token.value)
+
+
 def parse_duration(path: str, token: Token) -> ast.Duration:
-    seconds = duration_seconds(token.value)
+    seconds = duration_seconds(token.value) if len(token.value) <= 24 else None
     if seconds is None:
         fail(_span(path, token), "bad_duration",
              f"bad duration `{token.value}`", "units go d, h, m, s in that order, each at most once (`1h30m`)",
@@ -198,7 +209,7 @@ class _Build(Transformer_NonRecursive):
         return list(children)
 
     def priority_clause(self, meta, children):
-        return ("priority", int(children[0].value), self.sp(meta))
+        return ("priority", parse_int(self.path, children[0]), self.sp(meta))
 
     # -- expressions
 
@@ -254,7 +265,7 @@ class _Build(Transformer_NonRecursive):
         return ast.Literal(self.s(children[0]), "str", self.sp(meta))
 
     def int_(self, meta, children):
-        return ast.Literal(int(children[0].value), "int", self.sp(meta))
+        return ast.Literal(parse_int(self.path, children[0]), "int", self.sp(meta))
 
     def duration(self, meta, children):
         return parse_duration(self.path, children[0])
@@ -318,7 +329,7 @@ class _Build(Transformer_NonRecursive):
         return ast.Action("untag", self.sp(meta), tag=self.s(c[0]))
 
     def set_priority(self, meta, c):
-        return ast.Action("set_priority", self.sp(meta), priority=int(c[0].value))
+        return ast.Action("set_priority", self.sp(meta), priority=parse_int(self.path, c[0]))
 
     def set_field(self, meta, c):
         return ast.Action("set_field", self.sp(meta), field_name=c[0].value, value=c[1])

@@ -132,8 +132,8 @@ class Engine:
         rules on them (the service commits these first: a transactional outbox)."""
         fn = C.INPUTS[command]
         args = dict(args)
-        if command == "reply" and args.get("canned") is not None:
-            shortcut = args.pop("canned")
+        shortcut = args.pop("canned", None) if command == "reply" else None
+        if shortcut is not None:
             if shortcut not in self.canned:
                 raise C.CommandRefused("bad_request", f"no canned response `{shortcut}`")
             args["canned_text"] = self.canned[shortcut]

@@ -1,0 +1,135 @@
+"""The admin API: agents, rule sets (validate, upload as a new version, activate,
+roll back), per-chat traces of rule runs, canned responses and articles."""
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import select
+
+from dsl.loader import load_rule_set
+
+from . import store as S
+from .http import ApiError, body, require_admin
+
+bp = Blueprint("admin", __name__, url_prefix="/api/admin")
+
+
+def _runtime():
+    return current_app.extensions["chatflow"]
+
+
+@bp.post("/agents")
+def create_agent():
+    require_admin()
+    data = body("AgentCreate")
+    token = secrets.token_urlsafe(32)
+    values = {"id": data["id"], "name": data.get("name"), "departments": data.get("departments") or [],
+              "access_chats": data.get("access_chats", True), "channels": data.get("channels"),
+              "status": data.get("status", "online"), "max_chats": data.get("max_chats"),
+              "is_admin": data.get("is_admin", False), "token_hash": S.token_hash(token)}
+    with _runtime().db.begin() as conn:
+        if conn.execute(select(S.agents.c.id).where(S.agents.c.id == data["id"])).first():
+            raise ApiError(409, "agent_exists", f"agent {data['id']!r} already exists")
+        conn.execute(S.agents.insert().values(**values))
+    values.pop("token_hash")
+    return jsonify({"agent": values, "token": token}), 201
+
+
+@bp.get("/agents")
+def list_agents():
+    require_admin()
+    with _runtime().db.connect() as conn:
+        rows = conn.execute(select(S.agents).order_by(S.agents.c.id)).mappings().all()
+    return jsonify({"agents": [{k: v for k, v in r.items() if k != "token_hash"} for r in rows]})
+
+
+def _check(data) -> tuple:
+    loaded = load_rule_set([], defaults=data.get("defaults", True), texts=data["files"])
+    diagnostics = [d.as_json() for d in loaded.diagnostics]
+    return loaded, diagnostics
+
+
+@bp.post("/rulesets/validate")
+def validate_ruleset():
+    require_admin()
+    data = body("RulesetUpload")
+    loaded, diagnostics = _check(data)
+    return jsonify({"ok": loaded.result.ok, "rules": len(loaded.ruleset.rules) if loaded.ruleset else None,
+                    "diagnostics": diagnostics})
+
+
+@bp.post("/rulesets")
+def upload_ruleset():
+    me = require_admin()
+    data = body("RulesetUpload")
+    loaded, diagnostics = _check(data)
+    if not loaded.result.ok:
+        raise ApiError(422, "rules_invalid", "the rule set does not compile; nothing was stored",
+                       {"diagnostics": diagnostics})
+    activate = data.get("activate", True)
+    version = _runtime().store_ruleset(data["files"], data.get("defaults", True), activate, me["id"])
+    return jsonify({"version": version, "active": activate, "rules": len(loaded.ruleset.rules),
+                    "diagnostics": diagnostics}), 201
+
+
+@bp.get("/rulesets")
+def list_rulesets():
+    require_admin()
+    with _runtime().db.connect() as conn:
+        rows = conn.execute(select(S.rulesets).order_by(S.rulesets.c.version.desc())).mappings().all()
+    return jsonify({"rulesets": [{"version": r["version"], "active": r["active"], "files": sorted(r["files"]),
+                                  "defaults": r["defaults"], "created_at": r["created_at"],
+                                  "created_by": r["created_by"]} for r in rows]})
+
+
+@bp.get("/rulesets/<int:version>")
+def get_ruleset(version):
+    require_admin()
+    with _runtime().db.connect() as conn:
+        row = conn.execute(select(S.rulesets).where(S.rulesets.c.version == version)).mappings().first()
+    if row is None:
+        raise ApiError(404, "not_found", f"no rule set version {version}")
+    return jsonify(dict(row))
+
+
+@bp.post("/rulesets/<int:version>/activate")
+def activate_ruleset(version):
+    require_admin()
+    if not _runtime().activate(version):
+        raise ApiError(404, "not_found", f"no rule set version {version}")
+    return jsonify({"version": version, "active": True})
+
+
+@bp.get("/chats/<chat_id>/trace")
+def chat_trace(chat_id):
+    require_admin()
+    with _runtime().db.connect() as conn:
+        if not conn.execute(select(S.chats.c.id).where(S.chats.c.id == chat_id)).first():
+            raise ApiError(404, "unknown_chat", f"no chat {chat_id!r}")
+        rows = conn.execute(select(S.traces).where(S.traces.c.chat_id == chat_id).order_by(S.traces.c.id)).mappings().all()
+    return jsonify({"chat_id": chat_id, "runs": [{"at": r["at"], "entries": r["entries"]} for r in rows]})
+
+
+@bp.put("/canned/<shortcut>")
+def put_canned(shortcut):
+    require_admin()
+    data = body("Canned")
+    if data["shortcut"] != shortcut:
+        raise ApiError(400, "invalid_request", "the shortcut in the body differs from the URL")
+    with _runtime().db.begin() as conn:
+        conn.execute(S.canned.delete().where(S.canned.c.shortcut == shortcut))
+        conn.execute(S.canned.insert().values(**data))
+    return jsonify(data)
+
+
+@bp.put("/articles/<slug>")
+def put_article(slug):
+    require_admin()
+    data = body("Article")
+    if data["slug"] != slug:
+        raise ApiError(400, "invalid_request", "the slug in the body differs from the URL")
+    with _runtime().db.begin() as conn:
+        conn.execute(S.articles.delete().where(S.articles.c.slug == slug))
+        conn.execute(S.articles.insert().values(**data))
+    return jsonify(data)

@@ -1,0 +1,199 @@
+"""The agent API (bearer token): the chats an agent sees, the commands of SPEC §2 on
+them, notifications, canned responses, articles and the agent's own preferences.
+
+An agent without ``access_chats`` sees no chats; a chat outside an agent's channels
+answers 404 as if it did not exist.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import or_, select, update
+
+from engine.model import CommandRefused
+from engine.snapshot import agent_from_row, chat_from_dict
+
+from . import store as S
+from .http import ApiError, body, current_agent
+from .views import agent_chat
+
+bp = Blueprint("agent", __name__, url_prefix="/api")
+
+SIMPLE_COMMANDS = ("join", "read", "subscribe", "unsubscribe", "lock", "unlock", "close", "reopen")
+
+
+def _runtime():
+    return current_app.extensions["chatflow"]
+
+
+def _visible_chat(chat_id: str, me: dict):
+    with _runtime().db.connect() as conn:
+        row = conn.execute(select(S.chats.c.state).where(S.chats.c.id == chat_id)).first()
+    if row is None:
+        raise CommandRefused("unknown_chat", f"no chat {chat_id!r}")
+    chat = chat_from_dict(row[0])
+    if not agent_from_row(me).sees(chat):
+        raise CommandRefused("no_access", f"agent {me['id']!r} does not see chat {chat_id!r}")
+    return chat
+
+
+@bp.get("/chats")
+def list_chats():
+    me = current_agent()
+    agent = agent_from_row(me)
+    if not agent.access_chats:
+        return jsonify({"chats": []})
+    status = request.args.get("status")
+    if status not in (None, "open", "closed"):
+        raise ApiError(400, "invalid_request", "status is open or closed")
+    q = select(S.chats.c.state).order_by(S.chats.c.updated_at.desc())
+    if status:
+        q = q.where(S.chats.c.status == status)
+    if agent.channels is not None:
+        q = q.where(S.chats.c.channel.in_(agent.channels))
+    with _runtime().db.connect() as conn:
+        rows = conn.execute(q.limit(500)).all()
+    chats = [chat_from_dict(r[0]) for r in rows]
+    return jsonify({"chats": [agent_chat(c, me["id"]) for c in chats if agent.sees(c)]})
+
+
+@bp.get("/chats/<chat_id>")
+def get_chat(chat_id):
+    me = current_agent()
+    return jsonify(agent_chat(_visible_chat(chat_id, me), me["id"], with_messages=True))
+
+
+@bp.post("/chats/<chat_id>/<command>")
+def simple_command(chat_id, command):
+    me = current_agent()
+    if command not in SIMPLE_COMMANDS:
+        raise ApiError(404, "not_found", f"no command `{command}`",
+                       {"commands": list(SIMPLE_COMMANDS) + ["reply", "note", "assign"]})
+    _visible_chat(chat_id, me)
+    _runtime().command(command, chat_id, agent=me["id"])
+    return _after(chat_id, me)
+
+
+@bp.post("/chats/<chat_id>/reply")
+def reply(chat_id):
+    me = current_agent()
+    data = body("Reply")
+    _visible_chat(chat_id, me)
+    _runtime().command("reply", chat_id, agent=me["id"], text=data.get("text"), canned=data.get("canned"),
+                       article=data.get("article"))
+    return _after(chat_id, me, 201)
+
+
+@bp.post("/chats/<chat_id>/note")
+def note(chat_id):
+    me = current_agent()
+    data = body("Note")
+    _visible_chat(chat_id, me)
+    _runtime().command("note", chat_id, agent=me["id"], text=data["text"])
+    return _after(chat_id, me, 201)
+
+
+@bp.post("/chats/<chat_id>/assign")
+def assign(chat_id):
+    me = current_agent()
+    data = body("Assign")
+    _visible_chat(chat_id, me)
+    args = {"by": me["id"], "agent": data.get("agent"), "department": data.get("department")}
+    if data.get("by"):
+        args["strategy"] = data["by"]
+    _runtime().command("assign", chat_id, **args)
+    return _after(chat_id, me)
+
+
+@bp.patch("/chats/<chat_id>/messages/<int:position>")
+def edit_message(chat_id, position):
+    me = current_agent()
+    data = body("EditMessage")
+    _visible_chat(chat_id, me)
+    _runtime().command("edit_message", chat_id, agent=me["id"], message=position, text=data["text"])
+    return _after(chat_id, me)
+
+
+@bp.delete("/chats/<chat_id>/messages/<int:position>")
+def delete_message(chat_id, position):
+    me = current_agent()
+    _visible_chat(chat_id, me)
+    _runtime().command("delete_message", chat_id, agent=me["id"], message=position)
+    return _after(chat_id, me)
+
+
+def _after(chat_id, me, status=200):
+    _runtime().after_change()
+    return jsonify(agent_chat(_visible_chat(chat_id, me), me["id"], with_messages=True)), status
+
+
+@bp.get("/notifications")
+def notifications():
+    me = current_agent()
+    q = select(S.notifications).where(S.notifications.c.agent_id == me["id"]).order_by(S.notifications.c.id)
+    if request.args.get("unread") in ("1", "true"):
+        q = q.where(S.notifications.c.read.is_(False))
+    after = request.args.get("after")
+    if after is not None:
+        if not after.isdigit():
+            raise ApiError(400, "invalid_request", "after is a notification id")
+        q = q.where(S.notifications.c.id > int(after))
+    with _runtime().db.connect() as conn:
+        rows = conn.execute(q.limit(1000)).mappings().all()
+    return jsonify({"notifications": [
+        {"id": r["id"], "chat_id": r["chat_id"], "template": r["template"], "text": r["text"],
+         "rule": r["rule"], "at": r["at"], "read": r["read"]} for r in rows]})
+
+
+@bp.post("/notifications/read")
+def notifications_read():
+    me = current_agent()
+    with _runtime().db.begin() as conn:
+        conn.execute(update(S.notifications).where(S.notifications.c.agent_id == me["id"]).values(read=True))
+    return jsonify({"ok": True})
+
+
+@bp.get("/me")
+def get_me():
+    me = current_agent()
+    return jsonify(_me_json(me))
+
+
+@bp.patch("/me")
+def patch_me():
+    me = current_agent()
+    data = body("Me")
+    if "reply_shortcut" in data:
+        with _runtime().db.begin() as conn:
+            conn.execute(update(S.agents).where(S.agents.c.id == me["id"]).values(reply_shortcut=data["reply_shortcut"]))
+    if "status" in data:
+        _runtime().command("agent_status", None, agent=me["id"], status=data["status"])
+        _runtime().after_change()
+    with _runtime().db.connect() as conn:
+        row = conn.execute(select(S.agents).where(S.agents.c.id == me["id"])).mappings().first()
+    return jsonify(_me_json(dict(row)))
+
+
+def _me_json(row) -> dict:
+    return {k: row[k] for k in ("id", "name", "departments", "access_chats", "channels", "status", "max_chats",
+                                "is_admin", "reply_shortcut")}
+
+
+@bp.get("/canned")
+def list_canned():
+    current_agent()
+    with _runtime().db.connect() as conn:
+        rows = conn.execute(select(S.canned).order_by(S.canned.c.shortcut)).mappings().all()
+    return jsonify({"canned": [dict(r) for r in rows]})
+
+
+@bp.get("/articles")
+def search_articles():
+    current_agent()
+    q = (request.args.get("q") or "").strip()
+    stmt = select(S.articles).order_by(S.articles.c.slug)
+    if q:
+        like = f"%{q.replace('%', '').replace('_', '')}%"
+        stmt = stmt.where(or_(S.articles.c.title.ilike(like), S.articles.c.body.ilike(like)))
+    with _runtime().db.connect() as conn:
+        rows = conn.execute(stmt.limit(50)).mappings().all()
+    return jsonify({"articles": [dict(r) for r in rows]})

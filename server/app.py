@@ -1,0 +1,153 @@
+"""The Flask application factory: ``create_app(config)`` wires storage, the runtime, the
+blueprints and JSON errors; nothing happens at import time."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+
+from flask import Flask, jsonify
+from sqlalchemy import select, text
+from werkzeug.exceptions import HTTPException
+
+from engine.model import CommandRefused
+
+from . import store as S
+from .http import ApiError, error_response, refused
+from .runtime import Runtime
+
+log = logging.getLogger("chatflow")
+
+DEFAULTS = {
+    "DATABASE_URL": None,  # None: a SQLite file in DATA_DIR
+    "DATA_DIR": "var",
+    "RULES": (),  # rule files/folders added to rules/default.rules
+    "RULE_DEFAULTS": True,
+    "CLOCK": time.time,  # tests inject a virtual clock
+    "TIMERS": True,  # run deadlines on a background thread (embedded mode)
+    "SECRET_KEY": None,
+    "ADMIN_TOKEN": None,
+    "MAILDIR": None,  # default: DATA_DIR/maildir when no SMTP_URL
+    "SMTP_URL": None,
+    "EMAIL_DOMAIN": "chatflow.localhost",
+    "EMAIL_FROM": "chatflow <support@chatflow.localhost>",
+    "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
+}
+
+
+def settings_from_env(environ=os.environ) -> dict:
+    """Settings read once at the edge, from the environment."""
+    out = {}
+    for key in ("DATABASE_URL", "SMTP_URL", "SECRET_KEY", "EMAIL_DOMAIN", "EMAIL_FROM"):
+        if environ.get(key):
+            out[key] = environ[key]
+    if environ.get("CHATFLOW_ADMIN_TOKEN"):
+        out["ADMIN_TOKEN"] = environ["CHATFLOW_ADMIN_TOKEN"]
+    if environ.get("CHATFLOW_DATA_DIR"):
+        out["DATA_DIR"] = environ["CHATFLOW_DATA_DIR"]
+    return out
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    settings = dict(DEFAULTS)
+    settings.update(config or {})
+    if not settings["SECRET_KEY"]:
+        settings["SECRET_KEY"] = _secret(settings["DATA_DIR"])
+    if not settings["MAILDIR"] and not settings["SMTP_URL"]:
+        settings["MAILDIR"] = os.path.join(settings["DATA_DIR"], "maildir")
+    app.config.update(settings)
+    db = S.make_db(S.database_url(settings["DATABASE_URL"], settings["DATA_DIR"]))
+    runtime = Runtime(db, clock=settings["CLOCK"], rules_paths=settings["RULES"],
+                      defaults=settings["RULE_DEFAULTS"], settings=settings)
+    app.extensions["chatflow"] = runtime
+    app.config["ADMIN_TOKEN_CREATED"] = _bootstrap_admin(db, settings["ADMIN_TOKEN"])
+
+    from . import api_admin, api_agent, api_widget
+
+    app.register_blueprint(api_widget.bp)
+    app.register_blueprint(api_agent.bp)
+    app.register_blueprint(api_admin.bp)
+    _register_errors(app)
+
+    @app.get("/healthz")
+    def healthz():
+        try:
+            with db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as e:  # the database is down: say so, as a 503
+            return error_response(503, "unavailable", f"database: {type(e).__name__}")
+        return jsonify({"status": "ok"})
+
+    if settings["TIMERS"]:
+        _start_timer_thread(app, runtime)
+    return app
+
+
+def _secret(data_dir: str) -> str:
+    """A per-installation secret kept in DATA_DIR, so reply addresses survive restarts."""
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, "secret_key")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    key = secrets.token_hex(32)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(key)
+    os.chmod(path, 0o600)
+    return key
+
+
+def _bootstrap_admin(db, token: str | None) -> str | None:
+    """Make sure an admin exists; returns a newly made token to show once, else None."""
+    with db.begin() as conn:
+        if conn.execute(select(S.agents.c.id).where(S.agents.c.is_admin.is_(True))).first():
+            if token:  # the configured token always works for the admin
+                conn.execute(S.agents.update().where(S.agents.c.id == "admin").values(token_hash=S.token_hash(token)))
+            return None
+        created = token or secrets.token_urlsafe(32)
+        conn.execute(S.agents.insert().values(id="admin", name="Administrator", departments=[], access_chats=False,
+                                              status="offline", is_admin=True, token_hash=S.token_hash(created)))
+        return None if token else created
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(e: ApiError):
+        return error_response(e.status, e.code, e.message, e.details)
+
+    @app.errorhandler(CommandRefused)
+    def command_refused(e: CommandRefused):
+        return refused(e)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        code = (e.name or "error").lower().replace(" ", "_")
+        return error_response(e.code or 400, code, e.description or e.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception):  # a bug: log it with its traceback, answer without one
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "an unexpected error happened; it was logged")
+
+
+def _start_timer_thread(app: Flask, runtime: Runtime) -> None:
+    """Embedded mode: fire deadlines on time, sleeping until the next one (at most 1 s)."""
+    stop = threading.Event()
+    app.extensions["chatflow_stop"] = stop
+
+    def loop():
+        while not stop.is_set():
+            try:
+                if runtime.run_due():
+                    runtime.after_change()
+                due = runtime.next_due()
+                wait = 1.0 if due is None else min(1.0, max(0.0, due - runtime.clock()))
+            except Exception:  # keep ticking; the error is logged
+                log.exception("deadline tick failed")
+                wait = 1.0
+            stop.wait(wait)
+
+    threading.Thread(target=loop, name="chatflow-deadlines", daemon=True).start()

@@ -1,0 +1,118 @@
+"""What every endpoint shares: JSON errors, request-body validation against
+``schemas/api.schema.json``, and who is asking (agent bearer token or customer chat token).
+
+Every error a client can cause is a 4xx JSON ``{error, message, details}``; the domain's
+refusals keep their codes (``not_joined``, ``locked`` …).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from flask import current_app, g, jsonify, request
+from jsonschema import Draft202012Validator
+from sqlalchemy import select
+
+from engine.model import CommandRefused
+
+from . import store as S
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "api.schema.json"
+
+# HTTP status for each refusal code of the domain.
+REFUSAL_STATUS = {
+    "not_joined": 403, "not_author": 403, "locked": 409, "no_access": 404, "unknown_chat": 404,
+    "unknown_agent": 404, "unknown_message": 404, "message_deleted": 409, "chat_closed": 409,
+    "chat_open": 409, "chat_exists": 409, "agent_exists": 409, "bad_request": 400,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details=None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_response(status: int, code: str, message: str, details=None):
+    resp = jsonify({"error": code, "message": message, "details": details if details is not None else {}})
+    resp.status_code = status
+    return resp
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=64)
+def _validator(name: str) -> Draft202012Validator:
+    schema = dict(_schema())
+    schema = {"$defs": schema["$defs"], "$ref": f"#/$defs/{name}"}
+    return Draft202012Validator(schema)
+
+
+def body(schema_name: str) -> dict:
+    """The request's JSON body, validated against ``$defs/schema_name``."""
+    if not request.is_json:
+        if request.get_data(cache=True):
+            raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
+        data = {}
+    else:
+        data = request.get_json(silent=True)
+        if data is None:
+            raise ApiError(400, "invalid_json", "the body is not valid JSON")
+    errors = sorted(_validator(schema_name).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(body)"
+        raise ApiError(400, "invalid_request", f"{where}: {first.message}",
+                       {"errors": [{"path": "/".join(str(p) for p in e.absolute_path), "message": e.message}
+                                   for e in errors[:20]]})
+    return data
+
+
+def refused(e: CommandRefused):
+    return error_response(REFUSAL_STATUS.get(e.code, 400), e.code, e.message)
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip() or None
+    return None
+
+
+def current_agent(required: bool = True):
+    """The agent row of the bearer token, or ApiError 401."""
+    if "agent" in g:
+        return g.agent
+    token = _bearer()
+    row = None
+    if token:
+        with current_app.extensions["chatflow"].db.connect() as conn:
+            row = conn.execute(select(S.agents).where(S.agents.c.token_hash == S.token_hash(token))).mappings().first()
+    if row is None and required:
+        raise ApiError(401, "unauthorized", "an agent token is required (Authorization: Bearer TOKEN)")
+    g.agent = dict(row) if row else None
+    return g.agent
+
+
+def require_admin():
+    agent = current_agent()
+    if not agent["is_admin"]:
+        raise ApiError(403, "forbidden", "this needs an admin token")
+    return agent
+
+
+def customer_chat(chat_id: str) -> dict:
+    """The chat row a customer token opens; the token opens exactly one chat."""
+    token = _bearer() or request.headers.get("X-Chat-Token")
+    if not token:
+        raise ApiError(401, "unauthorized", "the chat token is required (Authorization: Bearer TOKEN)")
+    with current_app.extensions["chatflow"].db.connect() as conn:
+        row = conn.execute(select(S.chats).where(S.chats.c.token_hash == S.token_hash(token))).mappings().first()
+    if row is None or row["id"] != chat_id:
+        # the same answer for a wrong token and another chat's token: nothing to probe
+        raise ApiError(404, "unknown_chat", "no such chat for this token")
+    return dict(row)

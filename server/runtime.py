@@ -1,0 +1,309 @@
+"""The live engine: the same engine.core.Engine as ``chatflow test``, run against stored
+chats.
+
+Every command is two transactions. The first loads the chat, applies the command and
+commits the changed chat with the events it emitted (the outbox). The second runs the
+rules on the chat's unprocessed events, stores the effects by their idempotency keys,
+the chat, its rule memory and deadlines, and marks the events processed. If the process
+dies between the two, ``process_pending`` picks the events up again: nothing is lost,
+and no effect is stored twice.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import and_, func, select, update
+
+from dsl.loader import load_rule_set
+from engine.core import Engine
+from engine.model import CommandRefused, World
+from engine.snapshot import agent_from_row, chat_from_dict, chat_to_dict, event_from_dict, event_to_dict
+
+from . import store as S
+
+
+class StoredWorld(World):
+    """A World holding the agents and one chat; capacity counts come from the database."""
+
+    __slots__ = ("open_counts", "loaded_before")
+
+    def open_chats(self, agent_id: str) -> int:
+        """Open chats assigned to the agent: the stored count, corrected for the loaded
+        chat's change since it was read."""
+        count = self.open_counts.get(agent_id, 0)
+        for chat in self.chats.values():
+            if self.loaded_before.get(chat.id) == agent_id:
+                count -= 1
+            if chat.assignee == agent_id and chat.status == "open":
+                count += 1
+        return count
+
+
+class Runtime:
+    """Commands, rule processing and deadlines over a database."""
+
+    def __init__(self, db, clock=time.time, rules_paths=(), defaults=True, settings=None):
+        self.db = db
+        self.clock = clock
+        self.settings = settings or {}
+        self.lock = threading.RLock()  # one writer at a time in one process (SQLite's rule anyway)
+        self._compiled = None  # (version, RuleSet)
+        self.listeners = []  # callables(kind, payload) told of new notifications / messages
+        self._ensure_ruleset(rules_paths, defaults)
+
+    # ------------------------------------------------------------ rule sets
+
+    def _ensure_ruleset(self, rules_paths, defaults) -> None:
+        from dsl.loader import expand_paths
+
+        files = {}
+        for p in expand_paths(rules_paths):
+            files[str(p)] = p.read_text(encoding="utf-8")
+        with self.db.begin() as conn:
+            active = conn.execute(select(S.rulesets).where(S.rulesets.c.active.is_(True))).mappings().first()
+            if active is not None and (not rules_paths or (active["files"] == files and active["defaults"] == defaults)):
+                return
+        loaded = load_rule_set([], defaults=defaults, texts=files)
+        if not loaded.result.ok:
+            from chatflow.report import render_text
+
+            raise SystemExit("chatflow: the rule set does not compile:\n" + render_text(loaded.result.errors, loaded.sources))
+        self.store_ruleset(files, defaults, activate=True, by="serve")
+
+    def store_ruleset(self, files: dict, defaults: bool, activate: bool, by: str | None) -> int:
+        with self.db.begin() as conn:
+            if activate:
+                conn.execute(update(S.rulesets).values(active=False))
+            res = conn.execute(S.rulesets.insert().values(files=files, defaults=defaults, active=activate,
+                                                          created_at=self.clock(), created_by=by))
+            return res.inserted_primary_key[0]
+
+    def activate(self, version: int) -> bool:
+        with self.db.begin() as conn:
+            found = conn.execute(select(S.rulesets.c.version).where(S.rulesets.c.version == version)).first()
+            if not found:
+                return False
+            conn.execute(update(S.rulesets).values(active=False))
+            conn.execute(update(S.rulesets).where(S.rulesets.c.version == version).values(active=True))
+        return True
+
+    def ruleset(self):
+        """The active compiled RuleSet (compiled once per version)."""
+        with self.db.connect() as conn:
+            row = conn.execute(select(S.rulesets).where(S.rulesets.c.active.is_(True))).mappings().first()
+        if self._compiled and self._compiled[0] == row["version"]:
+            return self._compiled[1]
+        loaded = load_rule_set([], defaults=row["defaults"], texts=row["files"])
+        self._compiled = (row["version"], loaded.ruleset)
+        return loaded.ruleset
+
+    # ------------------------------------------------------------ loading and saving a chat
+
+    def _world(self, conn, chat_row=None) -> StoredWorld:
+        world = StoredWorld()
+        for row in conn.execute(select(S.agents)).mappings():
+            world.agents[row["id"]] = agent_from_row(dict(row))
+        counts = conn.execute(select(S.chats.c.assignee, func.count()).where(
+            and_(S.chats.c.status == "open", S.chats.c.assignee.isnot(None))).group_by(S.chats.c.assignee)).all()
+        world.open_counts = {a: n for a, n in counts}
+        world.loaded_before = {}
+        if chat_row is not None:
+            chat = chat_from_dict(chat_row["state"])
+            world.chats[chat.id] = chat
+            if chat.status == "open" and chat.assignee:
+                world.loaded_before[chat.id] = chat.assignee
+            world.event_seq = chat_row["event_seq"]
+        return world
+
+    def _chat_row(self, conn, chat_id):
+        q = select(S.chats).where(S.chats.c.id == chat_id)
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        return conn.execute(q).mappings().first()
+
+    def _save_chat(self, conn, world, chat_id, rule_state=None, new=False, token_hash=None) -> None:
+        chat = world.chats[chat_id]
+        values = dict(channel=chat.channel, status=chat.status, assignee=chat.assignee,
+                      customer_id=chat.customer.id, state=chat_to_dict(chat), event_seq=world.event_seq,
+                      updated_at=self.clock())
+        if rule_state is not None:
+            values["rule_state"] = rule_state
+        if new:
+            conn.execute(S.chats.insert().values(id=chat_id, created_at=chat.created_at, token_hash=token_hash,
+                                                 rule_state=rule_state or {}, **values))
+        else:
+            conn.execute(update(S.chats).where(S.chats.c.id == chat_id).values(**values))
+
+    def _store_events(self, conn, evs) -> None:
+        for e in evs:
+            conn.execute(S.events.insert().values(id=e.id, chat_id=e.chat_id, type=e.type,
+                                                  payload=event_to_dict(e), at=e.at))
+
+    # ------------------------------------------------------------ commands
+
+    def start_chat(self, chat_id: str, token_hash: str, **args):
+        """Create a chat; returns its events (already processed)."""
+        now = self.clock()
+        with self.lock:
+            with self.db.begin() as conn:
+                if conn.execute(select(S.chats.c.id).where(S.chats.c.id == chat_id)).first():
+                    raise CommandRefused("chat_exists", f"chat {chat_id!r} already exists")
+                world = self._world(conn)
+                engine = Engine(self.ruleset(), world)
+                evs = engine.apply("start_chat", now, chat_id=chat_id, **args)
+                self._save_chat(conn, world, chat_id, new=True, token_hash=token_hash)
+                self._store_events(conn, evs)
+            self.process_pending(chat_id)
+        return evs
+
+    def command(self, command: str, chat_id: str | None, **args):
+        """Apply an input command to a stored chat (outbox), then run the rules on it."""
+        now = self.clock()
+        with self.lock:
+            with self.db.begin() as conn:
+                if chat_id is None:  # agent_status: touches the agent, and its chats
+                    world = self._world(conn)
+                    engine = Engine(self.ruleset(), world)
+                    evs = engine.apply(command, now, **args)
+                    agent = world.agents[args["agent"]]
+                    conn.execute(update(S.agents).where(S.agents.c.id == agent.id).values(status=agent.status))
+                    self._store_events(conn, evs)
+                    affected = [r[0] for r in conn.execute(select(S.chats.c.id).where(
+                        and_(S.chats.c.assignee == agent.id, S.chats.c.status == "open")))]
+                else:
+                    row = self._chat_row(conn, chat_id)
+                    if row is None:
+                        raise CommandRefused("unknown_chat", f"no chat {chat_id!r}")
+                    world = self._world(conn, row)
+                    engine = Engine(self.ruleset(), world, articles=self._articles(conn), canned=self._canned(conn))
+                    evs = engine.apply(command, now, chat_id=chat_id, **args)
+                    self._save_chat(conn, world, chat_id)
+                    self._store_events(conn, evs)
+                    affected = [chat_id]
+            for cid in affected:
+                self.process_pending(cid, include_agent_events=chat_id is None)
+        return evs
+
+    def _articles(self, conn) -> dict:
+        return {r["slug"]: dict(r) for r in conn.execute(select(S.articles)).mappings()}
+
+    def _canned(self, conn) -> dict:
+        return {r["shortcut"]: r["text"] for r in conn.execute(select(S.canned)).mappings()}
+
+    # ------------------------------------------------------------ processing
+
+    def process_pending(self, chat_id: str, include_agent_events: bool = False) -> int:
+        """Run the rules on a chat's unprocessed events, in order; returns how many."""
+        with self.lock, self.db.begin() as conn:
+            row = self._chat_row(conn, chat_id)
+            if row is None:
+                return 0
+            cond = S.events.c.processed_at.is_(None)
+            if include_agent_events:
+                cond = and_(cond, S.events.c.chat_id.is_(None) | (S.events.c.chat_id == chat_id))
+            else:
+                cond = and_(cond, S.events.c.chat_id == chat_id)
+            pending = conn.execute(select(S.events).where(cond).order_by(S.events.c.seq)).mappings().all()
+            if not pending:
+                return 0
+            world = self._world(conn, row)
+            engine = self._engine(conn, world, chat_id, row)
+            now = max(e["at"] for e in pending)
+            for e in pending:
+                ev = event_from_dict(e["payload"])
+                if ev.chat_id is None:  # an agent event: evaluate it for this chat only
+                    from dataclasses import replace
+                    ev = replace(ev, chat_id=chat_id, id=f"{ev.id}@{chat_id}")
+                engine.process([ev], ev.at)
+            self._commit_engine(conn, world, engine, chat_id, now)
+            ids = [e["seq"] for e in pending if e["chat_id"] == chat_id]
+            if ids:
+                conn.execute(update(S.events).where(S.events.c.seq.in_(ids)).values(processed_at=self.clock()))
+            if include_agent_events:
+                conn.execute(update(S.events).where(and_(S.events.c.chat_id.is_(None),
+                                                         S.events.c.processed_at.is_(None))).values(processed_at=self.clock()))
+            return len(pending)
+
+    def _engine(self, conn, world, chat_id, row) -> Engine:
+        engine = Engine(self.ruleset(), world, articles=self._articles(conn), canned=self._canned(conn), tracing=True)
+        due = {r["rule_id"]: r["due"] for r in conn.execute(select(S.timers).where(S.timers.c.chat_id == chat_id)).mappings()}
+        engine.load_chat_state(chat_id, {"last": (row["rule_state"] or {}).get("last") or {}, "timers": due})
+        return engine
+
+    def _commit_engine(self, conn, world, engine, chat_id, now) -> None:
+        """Store what an evaluation produced: chat, rule memory, deadlines, effects, trace."""
+        state = engine.chat_state(chat_id)
+        self._save_chat(conn, world, chat_id, rule_state={"last": state["last"]})
+        conn.execute(S.timers.delete().where(S.timers.c.chat_id == chat_id))
+        for rule, due in state["timers"].items():
+            conn.execute(S.timers.insert().values(chat_id=chat_id, rule_id=rule, due=due))
+        new_notes = []
+        for eff in engine.effects:
+            key = eff.idempotency_key
+            if eff.kind == "notify":
+                if conn.execute(select(S.notifications.c.id).where(S.notifications.c.key == key)).first():
+                    continue  # a redelivered event: already stored
+                conn.execute(S.notifications.insert().values(key=key, agent_id=eff.recipient, chat_id=eff.chat_id,
+                                                             rule=eff.rule, template=eff.template, text=eff.text,
+                                                             at=eff.at))
+                new_notes.append(eff)
+            elif eff.kind == "email":
+                if conn.execute(select(S.emails.c.id).where(S.emails.c.key == key)).first():
+                    continue
+                conn.execute(S.emails.insert().values(key=key, chat_id=eff.chat_id, to_addr=eff.recipient,
+                                                      template=eff.template, data=eff.data, at=eff.at))
+        entries = [_trace_json(e) for e in engine.trace if e.kind != "input"]
+        if entries:
+            conn.execute(S.traces.insert().values(chat_id=chat_id, at=now, entries=entries))
+        for listener in self.listeners:
+            for eff in new_notes:
+                listener("notification", {"agent_id": eff.recipient, "chat_id": eff.chat_id,
+                                          "template": eff.template, "text": eff.text, "at": eff.at})
+
+    def after_change(self) -> None:
+        """Deliver what the last changes produced outside the database (emails)."""
+        if self.settings.get("MAILDIR") or self.settings.get("SMTP_URL"):
+            from .mail import deliver_pending
+
+            with self.lock:
+                deliver_pending(self.db, self.settings, self.clock())
+
+    # ------------------------------------------------------------ deadlines
+
+    def next_due(self) -> float | None:
+        with self.db.connect() as conn:
+            return conn.execute(select(func.min(S.timers.c.due))).scalar()
+
+    def run_due(self, now: float | None = None) -> int:
+        """Fire every deadline due by ``now`` (default: the clock); returns how many chats."""
+        now = self.clock() if now is None else now
+        with self.db.connect() as conn:
+            due_chats = [r[0] for r in conn.execute(
+                select(S.timers.c.chat_id).where(S.timers.c.due <= now).group_by(S.timers.c.chat_id)
+                .order_by(func.min(S.timers.c.due)))]
+        for chat_id in due_chats:
+            with self.lock, self.db.begin() as conn:
+                row = self._chat_row(conn, chat_id)
+                if row is None:
+                    continue
+                world = self._world(conn, row)
+                engine = self._engine(conn, world, chat_id, row)
+                engine.run_due(now)
+                self._commit_engine(conn, world, engine, chat_id, now)
+        return len(due_chats)
+
+
+def _trace_json(e) -> dict:
+    d = {"kind": e.kind, "at": e.at}
+    for k in ("rule", "event", "event_id", "fired"):
+        v = getattr(e, k)
+        if v is not None:
+            d[k] = v
+    detail = dict(e.detail)
+    if "why" in detail:
+        detail["why"] = [{"depth": dd, "condition": t, "value": v if isinstance(v, (bool, int, float, str, type(None))) else str(v)}
+                         for dd, t, v in detail["why"]]
+    if detail:
+        d["detail"] = detail
+    return d

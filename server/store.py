@@ -1,0 +1,163 @@
+"""Storage: SQLAlchemy Core tables on SQLite (WAL, the embedded default) or PostgreSQL.
+
+A chat is one row holding its snapshot (engine.snapshot) plus the engine's memory of it
+(each state rule's episode and deadline). Its events go into ``events`` in the same
+transaction as the change (a transactional outbox) and are marked processed when the
+rules have run on them; effects are rows keyed by their idempotency key, so a
+redelivered event never stores a notification or an email twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from sqlalchemy import (JSON, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
+                        create_engine, event)
+
+metadata = MetaData()
+
+agents = Table(
+    "agents", metadata,
+    Column("id", String(100), primary_key=True),
+    Column("name", String(200)),
+    Column("departments", JSON, nullable=False, default=list),
+    Column("access_chats", Boolean, nullable=False, default=True),
+    Column("channels", JSON),  # null: every channel
+    Column("status", String(10), nullable=False, default="online"),
+    Column("max_chats", Integer),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("token_hash", String(64), unique=True),
+    Column("reply_shortcut", String(10), nullable=False, default="enter"),
+)
+
+chats = Table(
+    "chats", metadata,
+    Column("id", String(100), primary_key=True),
+    Column("channel", String(20), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("assignee", String(100), index=True),
+    Column("customer_id", String(200), nullable=False),
+    Column("token_hash", String(64), unique=True),
+    Column("state", JSON, nullable=False),  # engine.snapshot.chat_to_dict
+    Column("rule_state", JSON, nullable=False, default=dict),  # Engine.chat_state (episodes)
+    Column("event_seq", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+events = Table(
+    "events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(200), nullable=False, unique=True),
+    Column("chat_id", String(100), index=True),
+    Column("type", String(40), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("processed_at", Float),
+    Index("ix_events_unprocessed", "processed_at", "seq"),
+)
+
+timers = Table(
+    "timers", metadata,
+    Column("chat_id", String(100), primary_key=True),
+    Column("rule_id", String(200), primary_key=True),
+    Column("due", Float, nullable=False, index=True),
+    Column("lease_until", Float),
+)
+
+notifications = Table(
+    "notifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(300), nullable=False, unique=True),
+    Column("agent_id", String(100), nullable=False, index=True),
+    Column("chat_id", String(100), nullable=False),
+    Column("rule", String(200)),
+    Column("template", String(100)),
+    Column("text", Text),
+    Column("at", Float, nullable=False),
+    Column("read", Boolean, nullable=False, default=False),
+)
+
+emails = Table(
+    "emails", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(300), nullable=False, unique=True),
+    Column("chat_id", String(100), nullable=False, index=True),
+    Column("to_addr", String(300), nullable=False),
+    Column("template", String(100), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("sent_at", Float),
+    Column("message_id", String(300)),
+)
+
+rulesets = Table(
+    "rulesets", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    Column("files", JSON, nullable=False),  # {name: text}
+    Column("defaults", Boolean, nullable=False, default=True),
+    Column("active", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(100)),
+)
+
+traces = Table(
+    "traces", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("chat_id", String(100), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("entries", JSON, nullable=False),
+)
+
+canned = Table(
+    "canned_responses", metadata,
+    Column("shortcut", String(100), primary_key=True),
+    Column("text", Text, nullable=False),
+)
+
+articles = Table(
+    "articles", metadata,
+    Column("slug", String(200), primary_key=True),
+    Column("title", String(300), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("url", String(500)),
+)
+
+
+def token_hash(token: str) -> str:
+    """Tokens are stored as their SHA-256: a leaked table opens no chat."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def database_url(url: str | None, data_dir: str) -> str:
+    """The SQLAlchemy URL: DATABASE_URL (PostgreSQL via psycopg 3) or a SQLite file."""
+    if not url:
+        os.makedirs(data_dir, exist_ok=True)
+        return f"sqlite:///{os.path.join(data_dir, 'chatflow.db')}"
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def make_db(url: str):
+    """An SQLAlchemy engine with the tables created; SQLite in WAL mode."""
+    is_sqlite = url.startswith("sqlite")
+    kwargs = {"future": True}
+    if is_sqlite:
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    db = create_engine(url, **kwargs)
+    if is_sqlite:
+        @event.listens_for(db, "connect")
+        def _pragmas(conn, _record):
+            cur = conn.cursor()
+            if ":memory:" not in url:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+    metadata.create_all(db)
+    return db
