@@ -95,7 +95,7 @@ def duration_seconds(text: str) -> int | None:
     return ((d * 24 + h) * 60 + mi) * 60 + s
 
 
-MAX_INT_DIGITS = 9
+MAX_INT_DIGITS = 18
 
 
 def parse_int(path: str, token: Token) -> int:
