@@ -34,6 +34,8 @@ DEFAULTS = {
     "EMAIL_DOMAIN": "chatflow.localhost",
     "EMAIL_FROM": "chatflow <support@chatflow.localhost>",
     "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
+    "INBOUND_TOKEN": None,  # if set, /api/inbound-email needs it as a bearer token
+    "STREAM_SECONDS": 300,  # an SSE response ends after this; clients reconnect with Last-Event-ID
 }
 
 
@@ -65,12 +67,23 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["chatflow"] = runtime
     app.config["ADMIN_TOKEN_CREATED"] = _bootstrap_admin(db, settings["ADMIN_TOKEN"])
 
-    from . import api_admin, api_agent, api_widget
+    from . import api_admin, api_agent, api_inbound, api_widget, live, metrics, openapi
 
+    broker = live.Broker()
+    app.extensions["chatflow_broker"] = broker
+    runtime.listeners.append(broker.listener)
     app.register_blueprint(api_widget.bp)
     app.register_blueprint(api_agent.bp)
     app.register_blueprint(api_admin.bp)
+    app.register_blueprint(live.bp)
+    app.register_blueprint(api_inbound.bp)
+    app.register_blueprint(metrics.bp)
+    metrics.init_metrics(app, runtime)
     _register_errors(app)
+
+    @app.get("/api/openapi.json")
+    def openapi_json():
+        return jsonify(openapi.document())
 
     @app.get("/healthz")
     def healthz():

@@ -50,6 +50,8 @@ class Runtime:
         self.lock = threading.RLock()  # one writer at a time in one process (SQLite's rule anyway)
         self._compiled = None  # (version, RuleSet)
         self.listeners = []  # callables(kind, payload) told of new notifications / messages
+        # counts since start, read by /metrics: ("fired", rule) / ("effect", kind) / ("events",)
+        self.stats: dict = {}
         self._ensure_ruleset(rules_paths, defaults)
 
     # ------------------------------------------------------------ rule sets
@@ -195,10 +197,16 @@ class Runtime:
 
     def process_pending(self, chat_id: str, include_agent_events: bool = False) -> int:
         """Run the rules on a chat's unprocessed events, in order; returns how many."""
-        with self.lock, self.db.begin() as conn:
+        with self.lock:
+            count, signals = self._process_pending(chat_id, include_agent_events)
+            self._publish(signals)
+            return count
+
+    def _process_pending(self, chat_id: str, include_agent_events: bool) -> tuple:
+        with self.db.begin() as conn:
             row = self._chat_row(conn, chat_id)
             if row is None:
-                return 0
+                return 0, []
             cond = S.events.c.processed_at.is_(None)
             if include_agent_events:
                 cond = and_(cond, S.events.c.chat_id.is_(None) | (S.events.c.chat_id == chat_id))
@@ -206,7 +214,7 @@ class Runtime:
                 cond = and_(cond, S.events.c.chat_id == chat_id)
             pending = conn.execute(select(S.events).where(cond).order_by(S.events.c.seq)).mappings().all()
             if not pending:
-                return 0
+                return 0, [("chat", {"chat_id": chat_id})]
             world = self._world(conn, row)
             engine = self._engine(conn, world, chat_id, row)
             now = max(e["at"] for e in pending)
@@ -216,14 +224,15 @@ class Runtime:
                     from dataclasses import replace
                     ev = replace(ev, chat_id=chat_id, id=f"{ev.id}@{chat_id}")
                 engine.process([ev], ev.at)
-            self._commit_engine(conn, world, engine, chat_id, now)
+            signals = self._commit_engine(conn, world, engine, chat_id, now)
+            self._count(("events",), len(pending))
             ids = [e["seq"] for e in pending if e["chat_id"] == chat_id]
             if ids:
                 conn.execute(update(S.events).where(S.events.c.seq.in_(ids)).values(processed_at=self.clock()))
             if include_agent_events:
                 conn.execute(update(S.events).where(and_(S.events.c.chat_id.is_(None),
                                                          S.events.c.processed_at.is_(None))).values(processed_at=self.clock()))
-            return len(pending)
+            return len(pending), signals
 
     def _engine(self, conn, world, chat_id, row) -> Engine:
         engine = Engine(self.ruleset(), world, articles=self._articles(conn), canned=self._canned(conn), tracing=True)
@@ -231,8 +240,9 @@ class Runtime:
         engine.load_chat_state(chat_id, {"last": (row["rule_state"] or {}).get("last") or {}, "timers": due})
         return engine
 
-    def _commit_engine(self, conn, world, engine, chat_id, now) -> None:
-        """Store what an evaluation produced: chat, rule memory, deadlines, effects, trace."""
+    def _commit_engine(self, conn, world, engine, chat_id, now) -> list:
+        """Store what an evaluation produced: chat, rule memory, deadlines, effects, trace.
+        Returns the signals to publish once the transaction has committed."""
         state = engine.chat_state(chat_id)
         self._save_chat(conn, world, chat_id, rule_state={"last": state["last"]})
         conn.execute(S.timers.delete().where(S.timers.c.chat_id == chat_id))
@@ -253,13 +263,32 @@ class Runtime:
                     continue
                 conn.execute(S.emails.insert().values(key=key, chat_id=eff.chat_id, to_addr=eff.recipient,
                                                       template=eff.template, data=eff.data, at=eff.at))
+        for e in engine.trace:
+            if e.kind == "fired":
+                self._count(("fired", e.rule))
+            elif e.kind == "cascade_limit":
+                self._count(("cascade_limit",))
+        for eff in engine.effects:
+            self._count(("effect", eff.kind))
         entries = [_trace_json(e) for e in engine.trace if e.kind != "input"]
         if entries:
             conn.execute(S.traces.insert().values(chat_id=chat_id, at=now, entries=entries))
+        signals = [("notification", {"agent_id": eff.recipient, "chat_id": eff.chat_id}) for eff in new_notes]
+        return signals + [("chat", {"chat_id": chat_id})]
+
+    def _count(self, key, n=1) -> None:
+        self.stats[key] = self.stats.get(key, 0) + n
+
+    def _publish(self, signals) -> None:
+        """Tell listeners (the live streams) what changed; they read the database for it."""
         for listener in self.listeners:
-            for eff in new_notes:
-                listener("notification", {"agent_id": eff.recipient, "chat_id": eff.chat_id,
-                                          "template": eff.template, "text": eff.text, "at": eff.at})
+            for kind, payload in signals:
+                try:
+                    listener(kind, payload)
+                except Exception:  # a broken listener must not undo a committed change
+                    import logging
+
+                    logging.getLogger("chatflow").exception("listener failed")
 
     def after_change(self) -> None:
         """Deliver what the last changes produced outside the database (emails)."""
@@ -283,14 +312,16 @@ class Runtime:
                 select(S.timers.c.chat_id).where(S.timers.c.due <= now).group_by(S.timers.c.chat_id)
                 .order_by(func.min(S.timers.c.due)))]
         for chat_id in due_chats:
-            with self.lock, self.db.begin() as conn:
-                row = self._chat_row(conn, chat_id)
-                if row is None:
-                    continue
-                world = self._world(conn, row)
-                engine = self._engine(conn, world, chat_id, row)
-                engine.run_due(now)
-                self._commit_engine(conn, world, engine, chat_id, now)
+            with self.lock:
+                with self.db.begin() as conn:
+                    row = self._chat_row(conn, chat_id)
+                    if row is None:
+                        continue
+                    world = self._world(conn, row)
+                    engine = self._engine(conn, world, chat_id, row)
+                    engine.run_due(now)
+                    signals = self._commit_engine(conn, world, engine, chat_id, now)
+                self._publish(signals)
         return len(due_chats)
 
 

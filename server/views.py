@@ -8,9 +8,20 @@ from __future__ import annotations
 from engine.commands import customer_view
 
 
-def customer_message(m) -> dict:
+def public_ranks(chat) -> dict:
+    """position -> 1-based rank among the chat's public-kind messages. Customers see
+    messages by rank, never by position, so gaps cannot reveal that notes exist."""
+    ranks, n = {}, 0
+    for m in chat.messages:
+        if m.kind == "reply":
+            n += 1
+            ranks[m.position] = n
+    return ranks
+
+
+def customer_message(m, rank: int, chat_id: str) -> dict:
     return {
-        "id": m.id,
+        "id": f"{chat_id}:r{rank}",
         "author": m.author,
         "author_id": m.author_id if m.author == "agent" else None,
         "text": m.text,
@@ -22,10 +33,11 @@ def customer_message(m) -> dict:
 
 def customer_chat(chat) -> dict:
     visible = customer_view(chat)
+    ranks = public_ranks(chat)
     return {
         "id": chat.id,
         "status": chat.status,
-        "messages": [customer_message(m) for m in visible],
+        "messages": [customer_message(m, ranks[m.position], chat.id) for m in visible],
         "unread": sum(1 for m in visible if m.author != "customer" and m.position > chat.customer_read),
     }
 

@@ -1,0 +1,155 @@
+"""Live streams over Server-Sent Events: an agent's notifications and a customer's chat.
+
+The database is the source of truth; the broker only wakes streams up. On a wake-up (or
+a reconnect with ``Last-Event-ID``) a stream reads what is newer than what it already
+sent, so a missed wake-up delays an event but never loses it, and a customer's stream is
+built from the customer view only: a note can never be in it.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+from flask import Blueprint, Response, current_app, request, stream_with_context
+from sqlalchemy import select
+
+from engine.commands import customer_view
+from engine.snapshot import chat_from_dict
+
+from . import store as S
+from .http import ApiError, current_agent, customer_chat
+from .views import customer_message, public_ranks
+
+bp = Blueprint("live", __name__)
+
+KEEPALIVE_SECONDS = 15
+
+
+class Broker:
+    """In-process fan-out of wake-ups to the streams waiting on a channel."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._subs: dict[str, set] = {}
+
+    def subscribe(self, channel: str) -> queue.Queue:
+        q: queue.Queue = queue.Queue(maxsize=100)
+        with self._lock:
+            self._subs.setdefault(channel, set()).add(q)
+        return q
+
+    def unsubscribe(self, channel: str, q) -> None:
+        with self._lock:
+            subs = self._subs.get(channel)
+            if subs:
+                subs.discard(q)
+                if not subs:
+                    del self._subs[channel]
+
+    def publish(self, channel: str) -> None:
+        with self._lock:
+            targets = list(self._subs.get(channel, ()))
+        for q in targets:
+            try:
+                q.put_nowait(1)
+            except queue.Full:  # it is behind anyway and will read everything new
+                pass
+
+    def listener(self, kind: str, payload: dict) -> None:
+        """Runtime listener: map committed changes to channels."""
+        if kind == "notification":
+            self.publish(f"agent:{payload['agent_id']}")
+        elif kind == "chat":
+            self.publish(f"chat:{payload['chat_id']}")
+
+
+def _sse(event_id, event: str, data) -> str:
+    return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _last_event_id() -> int:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_request", "Last-Event-ID is a number") from None
+    if value < 0:
+        raise ApiError(400, "invalid_request", "Last-Event-ID is a number")
+    return value
+
+
+def _stream(channel: str, read_new, last: int):
+    app = current_app._get_current_object()
+    broker: Broker = app.extensions["chatflow_broker"]
+    limit = app.config.get("STREAM_SECONDS", 300)
+
+    def generate():
+        q = broker.subscribe(channel)
+        sent = last
+        started = time.monotonic()
+        try:
+            yield "retry: 2000\n\n"
+            while True:
+                for event_id, event, data in read_new(sent):
+                    sent = event_id
+                    yield _sse(event_id, event, data)
+                left = limit - (time.monotonic() - started)
+                if left <= 0:
+                    return  # the client reconnects with Last-Event-ID
+                try:
+                    q.get(timeout=min(KEEPALIVE_SECONDS, left))
+                except queue.Empty:
+                    yield ": keepalive\n\n"
+        finally:
+            broker.unsubscribe(channel, q)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(stream_with_context(generate()), mimetype="text/event-stream", headers=headers)
+
+
+@bp.get("/api/stream")
+def agent_stream():
+    me = current_agent()
+    db = current_app.extensions["chatflow"].db
+
+    def read_new(after):
+        with db.connect() as conn:
+            rows = conn.execute(select(S.notifications).where(
+                (S.notifications.c.agent_id == me["id"]) & (S.notifications.c.id > after))
+                .order_by(S.notifications.c.id).limit(500)).mappings().all()
+        return [(r["id"], "notification", {"id": r["id"], "chat_id": r["chat_id"], "template": r["template"],
+                                           "text": r["text"], "rule": r["rule"], "at": r["at"]}) for r in rows]
+
+    return _stream(f"agent:{me['id']}", read_new, _last_event_id())
+
+
+@bp.get("/api/widget/chats/<chat_id>/stream")
+def customer_stream(chat_id):
+    customer_chat(chat_id)
+    db = current_app.extensions["chatflow"].db
+
+    shown: dict = {}  # position -> text of what this stream has sent
+
+    def read_new(after):
+        # event ids are public-message ranks (stable, increasing, blind to notes); an edit or a delete of a
+        # message already sent re-sends the whole visible list as a `snapshot` event
+        with db.connect() as conn:
+            row = conn.execute(select(S.chats.c.state).where(S.chats.c.id == chat_id)).first()
+        chat = chat_from_dict(row[0])
+        visible = customer_view(chat)
+        rank = public_ranks(chat)
+        out = []
+        now_shown = {rank[m.position]: m.text for m in visible if rank[m.position] <= after}
+        if shown and now_shown != {k: v for k, v in shown.items() if k <= after}:
+            out.append((after, "snapshot", {"messages": [customer_message(m, rank[m.position], chat_id)
+                                                         for m in visible if rank[m.position] <= after]}))
+        for m in visible:
+            if rank[m.position] > after:
+                out.append((rank[m.position], "message", customer_message(m, rank[m.position], chat_id)))
+        shown.clear()
+        shown.update({rank[m.position]: m.text for m in visible})
+        return out
+
+    return _stream(f"chat:{chat_id}", read_new, _last_event_id())

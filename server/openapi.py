@@ -1,0 +1,126 @@
+"""The OpenAPI 3.1 document served at ``/api/openapi.json``, built from the request-body
+schemas in ``schemas/api.schema.json`` and the route table below (a test checks that
+every Flask route is in the table, so the document cannot drift from the app)."""
+from __future__ import annotations
+
+from .http import _schema
+
+AGENT, CUSTOMER, ADMIN, NONE = "agent", "customer", "admin", None
+
+# (method, path, summary, request body schema or None, who may call it)
+ROUTES = [
+    ("get", "/healthz", "Liveness and database check", None, NONE),
+    ("get", "/metrics", "Prometheus metrics", None, NONE),
+    ("get", "/api/openapi.json", "This document", None, NONE),
+    ("post", "/api/widget/chats", "Start a chat; returns the chat and its customer token", "StartChat", NONE),
+    ("get", "/api/widget/chats/{chat_id}", "The chat as the customer sees it", None, CUSTOMER),
+    ("get", "/api/widget/chats/{chat_id}/messages", "Public messages of the chat", None, CUSTOMER),
+    ("post", "/api/widget/chats/{chat_id}/messages", "Send a customer message", "CustomerMessage", CUSTOMER),
+    ("post", "/api/widget/chats/{chat_id}/read", "Mark everything so far as read by the customer", None, CUSTOMER),
+    ("post", "/api/widget/chats/{chat_id}/presence", "Report the customer online or offline", "Presence", CUSTOMER),
+    ("get", "/api/widget/chats/{chat_id}/stream", "Server-Sent Events of the customer's chat", None, CUSTOMER),
+    ("get", "/api/chats", "Chats the agent sees (none without access_chats)", None, AGENT),
+    ("get", "/api/chats/{chat_id}", "A chat with all its messages, notes included", None, AGENT),
+    ("post", "/api/chats/{chat_id}/{command}",
+     "join, read, subscribe, unsubscribe, lock, unlock, close or reopen", None, AGENT),
+    ("post", "/api/chats/{chat_id}/reply", "A public reply (the agent must be responsible)", "Reply", AGENT),
+    ("post", "/api/chats/{chat_id}/note", "A private note; @AGENT_ID mentions", "Note", AGENT),
+    ("post", "/api/chats/{chat_id}/assign", "Assign to an agent or a department", "Assign", AGENT),
+    ("patch", "/api/chats/{chat_id}/messages/{position}", "Edit an own message (1-based position)", "EditMessage", AGENT),
+    ("delete", "/api/chats/{chat_id}/messages/{position}", "Delete an own message", None, AGENT),
+    ("get", "/api/notifications", "The agent's notifications (?unread=1, ?after=ID)", None, AGENT),
+    ("post", "/api/notifications/read", "Mark all notifications read", None, AGENT),
+    ("get", "/api/stream", "Server-Sent Events of the agent's notifications", None, AGENT),
+    ("get", "/api/me", "The agent's own settings", None, AGENT),
+    ("patch", "/api/me", "Set own status and reply shortcut (Enter or Ctrl+Enter)", "Me", AGENT),
+    ("get", "/api/canned", "Canned responses", None, AGENT),
+    ("get", "/api/articles", "Search help-center articles (?q=)", None, AGENT),
+    ("post", "/api/admin/agents", "Create an agent; returns its token once", "AgentCreate", ADMIN),
+    ("get", "/api/admin/agents", "List agents", None, ADMIN),
+    ("post", "/api/admin/rulesets/validate", "Check a rule set without storing it", "RulesetUpload", ADMIN),
+    ("post", "/api/admin/rulesets", "Upload a rule set: checked, stored as a new version, activated", "RulesetUpload", ADMIN),
+    ("get", "/api/admin/rulesets", "Rule set versions", None, ADMIN),
+    ("get", "/api/admin/rulesets/{version}", "One rule set version with its files", None, ADMIN),
+    ("post", "/api/admin/rulesets/{version}/activate", "Activate a version (rollback)", None, ADMIN),
+    ("get", "/api/admin/chats/{chat_id}/trace", "Why each rule fired or not, per run", None, ADMIN),
+    ("put", "/api/admin/canned/{shortcut}", "Create or replace a canned response", "Canned", ADMIN),
+    ("put", "/api/admin/articles/{slug}", "Create or replace a help-center article", "Article", ADMIN),
+    ("post", "/api/inbound-email", "An inbound email (raw RFC 822) answering a chat email", None, NONE),
+]
+
+ERROR = {
+    "type": "object",
+    "required": ["error", "message", "details"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}},
+}
+
+
+def document() -> dict:
+    schemas = {"Error": ERROR}
+    for name, schema in _schema()["$defs"].items():
+        schemas[name] = _rebase(schema)
+    paths: dict = {}
+    for method, path, summary, body, who in ROUTES:
+        op = {
+            "summary": summary,
+            "operationId": _operation_id(method, path),
+            "responses": {
+                "200": {"description": "OK"},
+                "4XX": {"description": "A JSON error", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        }
+        params = [{"name": p, "in": "path", "required": True,
+                   "schema": {"type": "integer"} if p in ("position", "version") else {"type": "string"}}
+                  for p in _path_params(path)]
+        if params:
+            op["parameters"] = params
+        if body:
+            op["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{body}"}}}}
+        if path == "/api/inbound-email":
+            op["requestBody"] = {"required": True, "content": {"message/rfc822": {"schema": {"type": "string"}}}}
+        if who is not None:
+            op["security"] = [{"customerToken": []}] if who == CUSTOMER else [{"agentToken": []}]
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "chatflow", "version": "0.1.0",
+                 "description": "Live-chat support whose workflow is written as rules."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "agentToken": {"type": "http", "scheme": "bearer", "description": "an agent's (or admin's) token"},
+                "customerToken": {"type": "http", "scheme": "bearer", "description": "the token of one chat"},
+            },
+        },
+    }
+
+
+def _rebase(schema):
+    """$refs inside the request schemas point at #/$defs; in OpenAPI they live in components."""
+    if isinstance(schema, dict):
+        return {k: (v.replace("#/$defs/", "#/components/schemas/") if k == "$ref" else _rebase(v))
+                for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_rebase(x) for x in schema]
+    return schema
+
+
+def _path_params(path: str) -> list:
+    import re
+
+    return re.findall(r"{(\w+)}", path)
+
+
+def _operation_id(method: str, path: str) -> str:
+    parts = [p.strip("{}") for p in path.strip("/").split("/") if p]
+    return method + "_" + "_".join(p.replace(".", "_").replace("-", "_") for p in parts)
+
+
+def flask_path(rule: str) -> str:
+    """A Flask rule (``/api/chats/<chat_id>``) as an OpenAPI path (``/api/chats/{chat_id}``)."""
+    import re
+
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
