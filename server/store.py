@@ -159,5 +159,23 @@ def make_db(url: str):
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
-    metadata.create_all(db)
+    migrate(db)
     return db
+
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+
+
+def migrate(db) -> None:
+    """Bring the database to the newest schema with Alembic. On PostgreSQL an advisory
+    lock keeps several processes starting at once from migrating twice."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    with db.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7243001)")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
