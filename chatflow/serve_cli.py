@@ -15,6 +15,57 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="where the SQLite file, maildir and secret live (default: var/)")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("worker", help="scaled mode: run the rules for chats (RQ worker; needs REDIS_URL)")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--rules", nargs="*", default=[], metavar="PATH")
+    p.add_argument("--no-defaults", action="store_true")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("scheduler", help="scaled mode: claim due deadlines and relay the outbox (run one)")
+    p.add_argument("--interval", type=float, default=0.25, help="seconds between rounds (default 0.25)")
+    p.add_argument("--rules", nargs="*", default=[], metavar="PATH")
+    p.add_argument("--no-defaults", action="store_true")
+    p.set_defaults(func=cmd_scheduler)
+
+
+def _scaled_runtime(args):
+    from server.app import make_runtime, make_settings, settings_from_env
+
+    config = settings_from_env()
+    if not config.get("REDIS_URL"):
+        print("chatflow: set REDIS_URL (and DATABASE_URL) for scaled mode", file=sys.stderr)
+        raise SystemExit(2)
+    config.update(RULES=tuple(args.rules), RULE_DEFAULTS=not args.no_defaults)
+    settings = make_settings(config)
+    return settings, make_runtime(settings)
+
+
+def cmd_worker(args) -> int:
+    from rq import SimpleWorker
+
+    from server import jobs
+
+    settings, runtime = _scaled_runtime(args)
+    redis = jobs.make_redis(settings["REDIS_URL"])
+    runtime.listeners.append(jobs.redis_publisher(redis))
+    jobs.set_runtime(runtime)
+    queue = jobs.make_queue(settings, redis)
+    # SimpleWorker runs jobs in this process: no fork per job, the compiled rules stay warm
+    worker = SimpleWorker([queue], connection=redis, serializer=queue.serializer)
+    worker.work(burst=args.burst, with_scheduler=False)
+    return 0
+
+
+def cmd_scheduler(args) -> int:
+    from server import jobs
+    from server.scheduler import Scheduler
+
+    settings, runtime = _scaled_runtime(args)
+    queue = jobs.make_queue(settings)
+    print("chatflow scheduler: claiming deadlines and relaying the outbox", file=sys.stderr)
+    Scheduler(runtime, queue).run(interval=args.interval)
+    return 0
+
 
 def cmd_serve(args) -> int:
     from server.app import create_app, settings_from_env

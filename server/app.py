@@ -31,6 +31,8 @@ DEFAULTS = {
     "ADMIN_TOKEN": None,
     "MAILDIR": None,  # default: DATA_DIR/maildir when no SMTP_URL
     "SMTP_URL": None,
+    "REDIS_URL": None,  # set: scaled mode (RQ workers + scheduler)
+    "QUEUE": "chatflow",  # the RQ queue name
     "EMAIL_DOMAIN": "chatflow.localhost",
     "EMAIL_FROM": "chatflow <support@chatflow.localhost>",
     "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
@@ -42,7 +44,7 @@ DEFAULTS = {
 def settings_from_env(environ=os.environ) -> dict:
     """Settings read once at the edge, from the environment."""
     out = {}
-    for key in ("DATABASE_URL", "SMTP_URL", "SECRET_KEY", "EMAIL_DOMAIN", "EMAIL_FROM"):
+    for key in ("DATABASE_URL", "REDIS_URL", "SMTP_URL", "SECRET_KEY", "EMAIL_DOMAIN", "EMAIL_FROM"):
         if environ.get(key):
             out[key] = environ[key]
     if environ.get("CHATFLOW_ADMIN_TOKEN"):
@@ -52,18 +54,30 @@ def settings_from_env(environ=os.environ) -> dict:
     return out
 
 
-def create_app(config: dict | None = None) -> Flask:
-    app = Flask(__name__)
+def make_settings(config: dict | None = None) -> dict:
+    """DEFAULTS overlaid with ``config``, with the derived values filled in."""
     settings = dict(DEFAULTS)
     settings.update(config or {})
     if not settings["SECRET_KEY"]:
         settings["SECRET_KEY"] = _secret(settings["DATA_DIR"])
     if not settings["MAILDIR"] and not settings["SMTP_URL"]:
         settings["MAILDIR"] = os.path.join(settings["DATA_DIR"], "maildir")
-    app.config.update(settings)
+    return settings
+
+
+def make_runtime(settings: dict) -> Runtime:
+    """Storage and the engine runtime, as web processes, workers and the scheduler use it."""
     db = S.make_db(S.database_url(settings["DATABASE_URL"], settings["DATA_DIR"]))
-    runtime = Runtime(db, clock=settings["CLOCK"], rules_paths=settings["RULES"],
-                      defaults=settings["RULE_DEFAULTS"], settings=settings)
+    return Runtime(db, clock=settings["CLOCK"], rules_paths=settings["RULES"],
+                   defaults=settings["RULE_DEFAULTS"], settings=settings)
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    settings = make_settings(config)
+    app.config.update(settings)
+    runtime = make_runtime(settings)
+    db = runtime.db
     app.extensions["chatflow"] = runtime
     app.config["ADMIN_TOKEN_CREATED"] = _bootstrap_admin(db, settings["ADMIN_TOKEN"])
 
@@ -94,9 +108,23 @@ def create_app(config: dict | None = None) -> Flask:
             return error_response(503, "unavailable", f"database: {type(e).__name__}")
         return jsonify({"status": "ok"})
 
-    if settings["TIMERS"]:
+    if settings.get("REDIS_URL"):
+        _scaled(app, runtime, broker, settings)
+    elif settings["TIMERS"]:
         _start_timer_thread(app, runtime)
     return app
+
+
+def _scaled(app: Flask, runtime: Runtime, broker, settings: dict) -> None:
+    """Scaled mode: rules run on RQ workers, deadlines in `chatflow scheduler`; this
+    process only commits commands and forwards live wake-ups from Redis to its streams."""
+    from . import jobs
+
+    redis = jobs.make_redis(settings["REDIS_URL"])
+    runtime.dispatch = jobs.enqueue_dispatch(jobs.make_queue(settings, redis))
+    stop = threading.Event()
+    app.extensions["chatflow_stop"] = stop
+    jobs.start_redis_subscriber(redis, broker, stop)
 
 
 def _secret(data_dir: str) -> str:

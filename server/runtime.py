@@ -156,7 +156,7 @@ class Runtime:
                 evs = engine.apply("start_chat", now, chat_id=chat_id, **args)
                 self._save_chat(conn, world, chat_id, new=True, token_hash=token_hash)
                 self._store_events(conn, evs)
-            self.process_pending(chat_id)
+        self.dispatch([chat_id])
         return evs
 
     def command(self, command: str, chat_id: str | None, **args):
@@ -170,9 +170,17 @@ class Runtime:
                     evs = engine.apply(command, now, **args)
                     agent = world.agents[args["agent"]]
                     conn.execute(update(S.agents).where(S.agents.c.id == agent.id).values(status=agent.status))
-                    self._store_events(conn, evs)
                     affected = [r[0] for r in conn.execute(select(S.chats.c.id).where(
                         and_(S.chats.c.assignee == agent.id, S.chats.c.status == "open")))]
+                    # an agent's event concerns each chat it is responsible for: one copy
+                    # per chat, so each chat processes its own in order
+                    # (agent events have no chat sequence: a random part keeps their ids unique)
+                    import secrets
+                    from dataclasses import replace
+
+                    tag = secrets.token_hex(6)
+                    self._store_events(conn, [replace(e, chat_id=cid, id=f"{e.id}.{tag}@{cid}")
+                                              for e in evs for cid in affected])
                 else:
                     row = self._chat_row(conn, chat_id)
                     if row is None:
@@ -183,9 +191,14 @@ class Runtime:
                     self._save_chat(conn, world, chat_id)
                     self._store_events(conn, evs)
                     affected = [chat_id]
-            for cid in affected:
-                self.process_pending(cid, include_agent_events=chat_id is None)
+        self.dispatch(affected)
         return evs
+
+    def dispatch(self, chat_ids) -> None:
+        """Run the rules on these chats' new events. Embedded: right here, after the
+        commit. Scaled mode replaces this with an RQ enqueue (server.jobs)."""
+        for cid in chat_ids:
+            self.process_pending(cid)
 
     def _articles(self, conn) -> dict:
         return {r["slug"]: dict(r) for r in conn.execute(select(S.articles)).mappings()}
@@ -195,23 +208,19 @@ class Runtime:
 
     # ------------------------------------------------------------ processing
 
-    def process_pending(self, chat_id: str, include_agent_events: bool = False) -> int:
+    def process_pending(self, chat_id: str) -> int:
         """Run the rules on a chat's unprocessed events, in order; returns how many."""
         with self.lock:
-            count, signals = self._process_pending(chat_id, include_agent_events)
+            count, signals = self._process_pending(chat_id)
             self._publish(signals)
             return count
 
-    def _process_pending(self, chat_id: str, include_agent_events: bool) -> tuple:
+    def _process_pending(self, chat_id: str) -> tuple:
         with self.db.begin() as conn:
             row = self._chat_row(conn, chat_id)
             if row is None:
                 return 0, []
-            cond = S.events.c.processed_at.is_(None)
-            if include_agent_events:
-                cond = and_(cond, S.events.c.chat_id.is_(None) | (S.events.c.chat_id == chat_id))
-            else:
-                cond = and_(cond, S.events.c.chat_id == chat_id)
+            cond = and_(S.events.c.processed_at.is_(None), S.events.c.chat_id == chat_id)
             pending = conn.execute(select(S.events).where(cond).order_by(S.events.c.seq)).mappings().all()
             if not pending:
                 return 0, [("chat", {"chat_id": chat_id})]
@@ -220,18 +229,11 @@ class Runtime:
             now = max(e["at"] for e in pending)
             for e in pending:
                 ev = event_from_dict(e["payload"])
-                if ev.chat_id is None:  # an agent event: evaluate it for this chat only
-                    from dataclasses import replace
-                    ev = replace(ev, chat_id=chat_id, id=f"{ev.id}@{chat_id}")
                 engine.process([ev], ev.at)
             signals = self._commit_engine(conn, world, engine, chat_id, now)
             self._count(("events",), len(pending))
-            ids = [e["seq"] for e in pending if e["chat_id"] == chat_id]
-            if ids:
-                conn.execute(update(S.events).where(S.events.c.seq.in_(ids)).values(processed_at=self.clock()))
-            if include_agent_events:
-                conn.execute(update(S.events).where(and_(S.events.c.chat_id.is_(None),
-                                                         S.events.c.processed_at.is_(None))).values(processed_at=self.clock()))
+            conn.execute(update(S.events).where(S.events.c.seq.in_([e["seq"] for e in pending]))
+                         .values(processed_at=self.clock()))
             return len(pending), signals
 
     def _engine(self, conn, world, chat_id, row) -> Engine:
@@ -304,13 +306,17 @@ class Runtime:
         with self.db.connect() as conn:
             return conn.execute(select(func.min(S.timers.c.due))).scalar()
 
-    def run_due(self, now: float | None = None) -> int:
-        """Fire every deadline due by ``now`` (default: the clock); returns how many chats."""
+    def run_due(self, now: float | None = None, chat_ids=None) -> int:
+        """Fire every deadline due by ``now`` (default: the clock), of all chats or of
+        ``chat_ids`` (claimed by the scheduler); returns how many chats."""
         now = self.clock() if now is None else now
-        with self.db.connect() as conn:
-            due_chats = [r[0] for r in conn.execute(
-                select(S.timers.c.chat_id).where(S.timers.c.due <= now).group_by(S.timers.c.chat_id)
-                .order_by(func.min(S.timers.c.due)))]
+        if chat_ids is not None:
+            due_chats = list(chat_ids)
+        else:
+            with self.db.connect() as conn:
+                due_chats = [r[0] for r in conn.execute(
+                    select(S.timers.c.chat_id).where(S.timers.c.due <= now).group_by(S.timers.c.chat_id)
+                    .order_by(func.min(S.timers.c.due)))]
         for chat_id in due_chats:
             with self.lock:
                 with self.db.begin() as conn:

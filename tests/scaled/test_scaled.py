@@ -1,0 +1,137 @@
+"""Scaled mode end to end on real PostgreSQL and Redis: the web process commits commands
+to the outbox, RQ workers run the rules, the scheduler claims deadlines with a lease and
+relays what the web could not enqueue."""
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from sqlalchemy import select, text
+
+from server import jobs
+from server import store as S
+from server.app import create_app, make_runtime, make_settings
+from server.scheduler import Scheduler
+
+T0 = 1767603600.0  # 2026-01-05T09:00:00Z
+
+
+class Clock:
+    def __init__(self):
+        self.now = T0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def scaled(pg_url, redis_url, tmp_path):
+    clock = Clock()
+    queue_name = f"chatflow-test-{secrets.token_hex(4)}"
+    config = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "QUEUE": queue_name, "CLOCK": clock,
+              "ADMIN_TOKEN": "admintok", "DATA_DIR": str(tmp_path)}
+    app = create_app(config)
+    runtime = app.extensions["chatflow"]
+    with runtime.db.begin() as conn:  # each test starts from empty tables (admin kept)
+        for table in ("events", "timers", "notifications", "emails", "traces", "chats"):
+            conn.execute(text(f"DELETE FROM {table}"))
+        conn.execute(text("DELETE FROM agents WHERE id <> 'admin'"))
+    worker_settings = make_settings(config)
+    worker_runtime = make_runtime(worker_settings)
+    jobs.set_runtime(worker_runtime)
+    redis = jobs.make_redis(redis_url)
+    queue = jobs.make_queue(worker_settings, redis)
+    yield app, runtime, worker_runtime, queue, clock
+    queue.empty()
+    queue.delete(delete_jobs=True)
+    app.extensions["chatflow_stop"].set()
+
+
+def work(queue):
+    from rq import SimpleWorker
+
+    SimpleWorker([queue], connection=queue.connection, serializer=queue.serializer).work(burst=True)
+
+
+def _agent(client, agent_id):
+    r = client.post("/api/admin/agents", json={"id": agent_id}, headers={"Authorization": "Bearer admintok"})
+    assert r.status_code == 201, r.json
+    return {"Authorization": "Bearer " + r.json["token"]}
+
+
+def _unprocessed(runtime):
+    with runtime.db.connect() as conn:
+        return conn.execute(select(S.events.c.type).where(S.events.c.processed_at.is_(None))).scalars().all()
+
+
+def _notes(runtime, agent):
+    with runtime.db.connect() as conn:
+        return conn.execute(select(S.notifications.c.template).where(S.notifications.c.agent_id == agent)
+                            .order_by(S.notifications.c.id)).scalars().all()
+
+
+def test_workers_run_the_rules_the_web_only_commits(scaled):
+    app, runtime, _, queue, clock = scaled
+    c = app.test_client()
+    alice = _agent(c, "alice")
+    r = c.post("/api/widget/chats", json={"text": "Hi", "customer": {"name": "Ann"}})
+    assert r.status_code == 201
+    chat_id = r.json["chat"]["id"]
+    assert _unprocessed(runtime) == ["chat.created"]  # committed, not yet evaluated
+    assert len(queue) == 1
+    work(queue)
+    assert _unprocessed(runtime) == []
+    assert _notes(runtime, "alice") == ["new_chat"]
+    assert c.post(f"/api/chats/{chat_id}/join", headers=alice).status_code == 200
+    work(queue)
+    # nobody reads the customer for 10 minutes: the scheduler hands the deadline out
+    sched = Scheduler(runtime, queue, clock)
+    clock.now = T0 + 599
+    assert sched.tick() == (0, 0)
+    clock.now = T0 + 600
+    assert sched.tick()[0] == 1
+    work(queue)
+    assert _notes(runtime, "alice") == ["new_chat", "unread_messages"]
+    clock.now = T0 + 700
+    assert sched.tick() == (0, 0)  # fired once; no deadline left for it
+
+
+def test_a_claimed_deadline_is_leased_and_reclaimed_after_a_crash(scaled):
+    app, runtime, _, queue, clock = scaled
+    c = app.test_client()
+    carol = _agent(c, "carol")
+    chat_id = c.post("/api/widget/chats", json={"text": "Hi"}).json["chat"]["id"]
+    clock.now = T0 + 1
+    c.post(f"/api/chats/{chat_id}/join", headers=carol)  # carol never reads: escalation at +10m
+    work(queue)
+    sched = Scheduler(runtime, queue, clock)
+    clock.now = T0 + 601
+    first = sched.claim_due(clock.now)
+    assert first == [chat_id]
+    assert sched.claim_due(clock.now) == []  # leased: a second scheduler round leaves it
+    # the worker that took it died: nothing ran; after the lease the deadline is claimed again
+    clock.now = T0 + 601 + 61
+    assert sched.claim_due(clock.now) == [chat_id]
+    jobs.run_due_chats([chat_id], clock.now)
+    assert _notes(runtime, "carol")[-1] == "unread_messages"
+    jobs.run_due_chats([chat_id], clock.now)  # redelivered job: no second notification
+    assert _notes(runtime, "carol").count("unread_messages") == 1
+
+
+def test_events_the_web_could_not_enqueue_are_relayed(scaled, pg_url):
+    app, runtime, _, queue, clock = scaled
+    c = app.test_client()
+    _agent(c, "alice")
+    # Redis unreachable for the web process: the command still commits to the outbox
+    runtime.dispatch = jobs.enqueue_dispatch(jobs.make_queue({"REDIS_URL": "redis://127.0.0.1:1/0"}))
+    r = c.post("/api/widget/chats", json={"text": "Hi"})
+    assert r.status_code == 201
+    assert _unprocessed(runtime) == ["chat.created"]
+    assert len(queue) == 0
+    sched = Scheduler(runtime, queue, clock)
+    assert sched.tick() == (0, 0)  # too fresh: the web may still enqueue it
+    clock.now += 3
+    assert sched.tick() == (0, 1)
+    work(queue)
+    assert _unprocessed(runtime) == []
+    assert _notes(runtime, "alice") == ["new_chat"]
