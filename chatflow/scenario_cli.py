@@ -214,7 +214,7 @@ def render_timeline(scenario, test, result, color=False) -> str:
             kind = "state" if d.get("state_rule") else "event"
             extra = ""
             if d.get("state_rule") and not e.fired and d.get("was_true") and d.get("why") and d["why"][0][2]:
-                extra = " (still true since it last fired: fires once per episode)"
+                extra = " (already true before: fires once per episode)"
             lines.append(f"          {mark} {e.rule} [{kind} rule]{extra}")
             for depth, text, value in d.get("why", []):
                 lines.append(f"                {'  ' * depth}{text} = {_short(value)}")
@@ -225,10 +225,7 @@ def render_timeline(scenario, test, result, color=False) -> str:
         elif e.kind == "timer_cancelled":
             lines.append(f"{t} {c('35', 'timer')}   cancelled {e.rule} for {e.chat_id} (was due +{_fmt_time(d['due'] - t0)})")
         elif e.kind == "timer_fired":
-            mark = c("32", "✓ fired") if e.fired else c("2", "· condition false or still true: not fired")
-            lines.append(f"{t} {c('35', 'timer')}   due: {e.rule} for {e.chat_id} {mark}")
-            for depth, text, value in d.get("why", []):
-                lines.append(f"                {'  ' * depth}{text} = {_short(value)}")
+            lines.append(f"{t} {c('35', 'timer')}   due: {e.rule} for {e.chat_id}; the chat's state rules are evaluated")
         elif e.kind == "effect":
             what = f"{d['kind']} {d.get('to') or ''}".rstrip()
             tpl = f" [{d['template']}]" if d.get("template") else ""

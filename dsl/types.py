@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import regex
 from zoneinfo import available_timezones
 
 from . import ast, vocabulary as V
@@ -234,10 +236,10 @@ def _check_compare(node: ast.Compare, scope: Scope) -> Typed:
     op = node.op
     left = check_expr(node.left, scope)
     if op == "matches":
-        try:
-            re.compile(node.right.pattern)
-        except re.error as e:
-            scope.report(node.right.span, "bad_regex", f"bad regex: {e.msg}",
+        try:  # the engine matches with the `regex` module (it can time out); check with it
+            regex.compile(node.right.pattern)
+        except regex.error as e:
+            scope.report(node.right.span, "bad_regex", f"bad regex: {getattr(e, 'msg', None) or e}",
                          "the regex takes Python's syntax; escape `/` as `\\/`")
         if left.type.name not in ("str", "any", "none"):
             scope.report(node.left.span, "type_mismatch", f"`matches` needs a text, got {_describe(left.type)}")

@@ -11,15 +11,18 @@ on texts; ``matches`` searches anywhere.
 """
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
+
+import regex
 
 from dsl import ast
 
 from .context import getter
 from .states import STATE_FUNCS
 
+REGEX_TIMEOUT = 0.05  # seconds one `matches` may take
+MAX_MATCH_TEXT = 100_000  # characters of a text `matches` looks at
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -197,8 +200,17 @@ def _compile_for(node: ast.For):
 def _compile_compare(node: ast.Compare, schedules):
     left = compile_value(node.left, schedules)
     if node.op == "matches":
-        search = re.compile(node.right.pattern).search
-        return lambda ctx: isinstance(v := left(ctx), str) and search(v) is not None
+        search = regex.compile(node.right.pattern).search
+
+        def matches(ctx):
+            v = left(ctx)
+            if not isinstance(v, str):
+                return False
+            try:  # a catastrophic pattern gives up instead of stalling the engine
+                return search(v[:MAX_MATCH_TEXT], timeout=REGEX_TIMEOUT) is not None
+            except TimeoutError:
+                return False
+        return matches
     op = BINARY[node.op]
     if isinstance(node.right, ast.Literal):
         const = node.right.value

@@ -29,6 +29,7 @@ from .model import World
 from .states import STATE_FUNCS
 
 MAX_CASCADE = 10
+MAX_EVENTS = 1000  # events one input may cause in all: fan-out is bounded, not only depth
 
 
 @dataclass
@@ -106,6 +107,7 @@ class Engine:
         self._by_id = {r.id: r for r in self.rules}
         self._plans: dict[str, list] = {}
         self._timed = [r for r in self.rules if r.rule.on is None and (r.rule.temporals or r.wakers)]
+        self._state_plan = [r for r in self.rules if r.rule.on is None]
         for key in [k for k in self.timers if k[1] not in self._by_id]:
             due = self.timers.pop(key)
             self._log("timer_cancelled", due if self.now is None else self.now, key[0], rule=key[1],
@@ -176,8 +178,14 @@ class Engine:
         out = Outcome()
         queue = deque((e, 1) for e in events)
         touched = []
+        handled = 0
         while queue:
             event, depth = queue.popleft()
+            handled += 1
+            if handled > MAX_EVENTS:
+                self._log("cascade_limit", at, event.chat_id, event=event.type, event_id=event.id,
+                          detail={"events": handled, "rule": event.rule, "dropped": len(queue) + 1})
+                break
             if depth > self.max_cascade:
                 self._log("cascade_limit", at, event.chat_id, event=event.type, event_id=event.id,
                           detail={"depth": depth, "rule": event.rule})
@@ -205,8 +213,14 @@ class Engine:
             self._log("event", at, chat_id, event=event.type, event_id=event.id,
                       detail={"actor": event.actor, "agent": event.agent_id, "rule": event.rule,
                               "message": event.message_id})
+        return self._run_rules(self._plan(event.type), ctx, event.id, event.type, at, out)
+
+    def _run_rules(self, plan, ctx: Context, key_event: str, event_type, at: float, out: Outcome) -> list:
+        """Evaluate rules in order on one event (or one deadline instant); fire those whose
+        condition holds (state rules: that just became true). Returns the events caused."""
+        chat_id = ctx.chat.id
         caused = []
-        for r in self._plan(event.type):
+        for i, r in enumerate(plan):
             value = bool(r.cond(ctx))
             if self.observer is not None:
                 self.observer(r.rule, ctx, value)
@@ -216,18 +230,26 @@ class Engine:
                 self.last[key] = value
                 fire = value and not was
             else:
-                fire = value
+                was, fire = None, value
             if self.tracing:
-                self._log("rule", at, chat_id, rule=r.id, event=event.type, event_id=event.id, fired=fire,
+                self._log("rule", at, chat_id, rule=r.id, event=event_type, event_id=key_event, fired=fire,
                           detail={"why": explain(r.rule.when, ctx, self.ruleset.schedules) if r.rule.when is not None else [],
-                                  "state_rule": r.rule.on is None, "was_true": self.last.get((chat_id, r.id)) if r.rule.on is None else None})
+                                  "state_rule": r.rule.on is None, "was_true": was})
             if fire:
-                events, stopped = self._fire(r, ctx, event.id, at, out)
+                events, stopped = self._fire(r, ctx, key_event, at, out)
                 caused.extend(events)
                 if stopped:
-                    self._log("stop", at, chat_id, rule=r.id, event=event.type, event_id=event.id)
+                    self._log("stop", at, chat_id, rule=r.id, event=event_type, event_id=key_event)
+                    self._rearm_skipped(plan[i + 1:], ctx)
                     break
         return caused
+
+    def _rearm_skipped(self, rest, ctx: Context) -> None:
+        """``stop`` keeps later rules from firing, not from noticing that a state rule's
+        condition went false: those are re-armed, so they can fire when it holds again."""
+        for r in rest:
+            if r.rule.on is None and not r.cond(ctx):
+                self.last[(ctx.chat.id, r.id)] = False
 
     def _fire(self, r: _Rule, ctx: Context, key_event: str, at: float, out: Outcome) -> tuple:
         """Run a rule's actions: (events they caused, whether it stopped the evaluation)."""
@@ -301,27 +323,19 @@ class Engine:
             _, _, chat_id, rule_id = heapq.heappop(self._heap)
             del self.timers[(chat_id, rule_id)]
             self.now = due
-            r = self._by_id.get(rule_id)
             chat = self.world.chats.get(chat_id)
-            if r is None or chat is None:
+            if rule_id not in self._by_id or chat is None:
                 continue
-            self._tick(r, chat, due, out)
+            self._tick(rule_id, chat, due, out)
 
-    def _tick(self, r: _Rule, chat, due: float, out: Outcome) -> None:
+    def _tick(self, rule_id: str, chat, due: float, out: Outcome) -> None:
+        """A deadline is due: every state rule of the chat is evaluated at that instant, in
+        order, so rules due at the same instant all get their turn, and a change one of
+        them makes is seen by the others (as at an event)."""
+        self._log("timer_fired", due, chat.id, rule=rule_id)
         ctx = Context(self.world, chat, None, due, self.ruleset)
-        value = bool(r.cond(ctx))
-        if self.observer is not None:
-            self.observer(r.rule, ctx, value)
-        key = (chat.id, r.id)
-        was = self.last.get(key, False)
-        self.last[key] = value
-        fire = value and not was
-        self._log("timer_fired", due, chat.id, rule=r.id, fired=fire,
-                  detail={"why": explain(r.rule.when, ctx, self.ruleset.schedules) if self.tracing and r.rule.when is not None else []})
-        caused = []
-        if fire:
-            key_event = f"{chat.id}:deadline:{r.id}:{due:.3f}"
-            caused, _ = self._fire(r, ctx, key_event, due, out)
+        key_event = f"{chat.id}:deadline:{due:.3f}"
+        caused = self._run_rules(self._state_plan, ctx, key_event, None, due, out)
         sub = self.process(caused, due) if caused else None
         if sub is not None:
             out.events.extend(sub.events)
