@@ -39,7 +39,8 @@ def render(text: str | None, ctx: Context) -> str | None:
 
 
 def recipients(action, ctx: Context) -> list[str]:
-    """The agent ids a ``notify`` reaches, in a stable order, without muted agents."""
+    """The agent ids a ``notify`` reaches, in a stable order: agents who see the chat
+    and did not unsubscribe from it."""
     chat, world, t = ctx.chat, ctx.world, action.target
     if t.kind == "subscribers":
         ids = list(chat.subscribers)
@@ -61,6 +62,10 @@ def recipients(action, ctx: Context) -> list[str]:
         ids = [i for i in ids if i != ctx.event.agent_id]
     seen, out = set(), []
     for i in ids:
+        agent = world.agents.get(i)
+        # only agents who see the chat hear of it: a notification names the chat
+        if agent is None or not agent.sees(chat):
+            continue
         if i not in seen and i not in chat.muted:
             seen.add(i)
             out.append(i)
