@@ -37,18 +37,50 @@ def _keep_comment(token: Token) -> None:
         sink.append(token)
 
 
+# Keywords are whole words (SPEC §3.7). Lark's contextual lexer only tries the terminals
+# a parser state accepts, so where no name may stand it would read `andy` as `and` + `y`;
+# each keyword token is checked against the character after it instead.
+_SOURCE: contextvars.ContextVar[str] = contextvars.ContextVar("chatflow_source")
+_WORD_CHAR = re.compile(r"[A-Za-z0-9_]")
+
+
+class _SplitWord(Exception):
+    def __init__(self, token: Token):
+        self.token = token
+
+
+def _whole_word(token: Token) -> Token:
+    src = _SOURCE.get(None)
+    if src is not None and token.end_pos < len(src) and _WORD_CHAR.match(src, token.end_pos):
+        raise _SplitWord(token)
+    return token
+
+
+def _options(callbacks: dict) -> dict:
+    return dict(parser="lalr", start=["start", "expr"], propagate_positions=True, maybe_placeholders=False,
+                cache=True, lexer_callbacks=callbacks)
+
+
 @functools.lru_cache(maxsize=1)
 def grammar() -> Lark:
     """The LALR parser, built once per process (and cached on disk by Lark)."""
-    return Lark.open(
-        str(GRAMMAR_PATH),
-        parser="lalr",
-        start=["start", "expr"],
-        propagate_positions=True,
-        maybe_placeholders=False,
-        cache=True,
-        lexer_callbacks={"COMMENT": _keep_comment},
-    )
+    plain = Lark.open(str(GRAMMAR_PATH), **_options({"COMMENT": _keep_comment}))
+    keywords = {t.name for t in plain.terminals
+                if t.pattern.type == "str" and re.fullmatch(r"[a-z_]+", t.pattern.value)}
+    callbacks = {"COMMENT": _keep_comment, **{name: _whole_word for name in keywords}}
+    return Lark.open(str(GRAMMAR_PATH), **_options(callbacks))
+
+
+def _split_word_error(path: str, source: str, token: Token) -> ParseError:
+    m = re.compile(r"[A-Za-z0-9_.]+").match(source, token.start_pos)
+    word = m.group(0) if m else token.value
+    from .errors import did_you_mean
+
+    keywords = sorted({t.pattern.value for t in grammar().terminals
+                       if t.pattern.type == "str" and re.fullmatch(r"[a-z_]+", t.pattern.value)})
+    hint = did_you_mean(word, keywords)
+    span = Span(path, token.line, token.column, token.line, token.column + len(word))
+    return ParseError([Diagnostic(span, "syntax_error", f"unexpected `{word}`", hint=hint)])
 
 
 def _span(path: str, node) -> Span:
@@ -534,6 +566,8 @@ def parse(source: str, path: str = "<string>") -> ast.RuleFile:
         tree = _parse_tree(source, comments)
     except UnexpectedInput as e:
         raise _syntax_error(path, source, e) from None
+    except _SplitWord as e:
+        raise _split_word_error(path, source, e.token) from None
     _check_depth(path, tree)
     try:
         items = _Build(path).transform(tree)
@@ -552,9 +586,11 @@ def parse(source: str, path: str = "<string>") -> ast.RuleFile:
 
 def _parse_tree(source: str, comments: list, start: str = "start") -> Tree:
     token = _COMMENTS.set(comments)
+    src_token = _SOURCE.set(source)
     try:
         return grammar().parse(source, start=start)
     finally:
+        _SOURCE.reset(src_token)
         _COMMENTS.reset(token)
 
 
@@ -570,6 +606,8 @@ def parse_expression(text: str, path: str = "<string>", line: int = 1, column: i
         tree = _parse_tree(padded, [], start="expr")
     except UnexpectedInput as e:
         raise _syntax_error(path, padded, e) from None
+    except _SplitWord as e:
+        raise _split_word_error(path, padded, e.token) from None
     _check_depth(path, tree)
     try:
         return _Build(path).transform(tree)

@@ -83,7 +83,7 @@ def list_rulesets():
                                   "created_by": r["created_by"]} for r in rows]})
 
 
-@bp.get("/rulesets/<int:version>")
+@bp.get("/rulesets/<int(max=2147483647):version>")
 def get_ruleset(version):
     require_admin()
     with _runtime().db.connect() as conn:
@@ -93,7 +93,7 @@ def get_ruleset(version):
     return jsonify(dict(row))
 
 
-@bp.post("/rulesets/<int:version>/activate")
+@bp.post("/rulesets/<int(max=2147483647):version>/activate")
 def activate_ruleset(version):
     require_admin()
     if not _runtime().activate(version):

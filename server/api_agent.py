@@ -13,7 +13,7 @@ from engine.model import CommandRefused
 from engine.snapshot import agent_from_row, chat_from_dict
 
 from . import store as S
-from .http import ApiError, body, current_agent
+from .http import ApiError, body, current_agent, id_param
 from .views import agent_chat
 
 bp = Blueprint("agent", __name__, url_prefix="/api")
@@ -32,7 +32,8 @@ def _visible_chat(chat_id: str, me: dict):
         raise CommandRefused("unknown_chat", f"no chat {chat_id!r}")
     chat = chat_from_dict(row[0])
     if not agent_from_row(me).sees(chat):
-        raise CommandRefused("no_access", f"agent {me['id']!r} does not see chat {chat_id!r}")
+        # the same answer as for a chat that does not exist: nothing to probe
+        raise CommandRefused("unknown_chat", f"no chat {chat_id!r}")
     return chat
 
 
@@ -104,7 +105,7 @@ def assign(chat_id):
     return _after(chat_id, me)
 
 
-@bp.patch("/chats/<chat_id>/messages/<int:position>")
+@bp.patch("/chats/<chat_id>/messages/<int(max=1000000000):position>")
 def edit_message(chat_id, position):
     me = current_agent()
     data = body("EditMessage")
@@ -113,7 +114,7 @@ def edit_message(chat_id, position):
     return _after(chat_id, me)
 
 
-@bp.delete("/chats/<chat_id>/messages/<int:position>")
+@bp.delete("/chats/<chat_id>/messages/<int(max=1000000000):position>")
 def delete_message(chat_id, position):
     me = current_agent()
     _visible_chat(chat_id, me)
@@ -132,11 +133,9 @@ def notifications():
     q = select(S.notifications).where(S.notifications.c.agent_id == me["id"]).order_by(S.notifications.c.id)
     if request.args.get("unread") in ("1", "true"):
         q = q.where(S.notifications.c.read.is_(False))
-    after = request.args.get("after")
+    after = id_param(request.args.get("after"), "after")
     if after is not None:
-        if not after.isdigit():
-            raise ApiError(400, "invalid_request", "after is a notification id")
-        q = q.where(S.notifications.c.id > int(after))
+        q = q.where(S.notifications.c.id > after)
     with _runtime().db.connect() as conn:
         rows = conn.execute(q.limit(1000)).mappings().all()
     return jsonify({"notifications": [

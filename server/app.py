@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from sqlalchemy import select, text
 from werkzeug.exceptions import HTTPException
 
@@ -58,6 +58,7 @@ def make_settings(config: dict | None = None) -> dict:
     """DEFAULTS overlaid with ``config``, with the derived values filled in."""
     settings = dict(DEFAULTS)
     settings.update(config or {})
+    os.makedirs(settings["DATA_DIR"], exist_ok=True)
     if not settings["SECRET_KEY"]:
         settings["SECRET_KEY"] = _secret(settings["DATA_DIR"])
     if not settings["MAILDIR"] and not settings["SMTP_URL"]:
@@ -94,6 +95,13 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     metrics.init_metrics(app, runtime)
     _register_errors(app)
+
+    @app.before_request
+    def _refuse_nul():
+        # PostgreSQL text cannot hold NUL: such an id names nothing
+        if "\x00" in request.path or any("\x00" in v for v in request.args.values()):
+            code = "unknown_chat" if "/chats/" in request.path else "not_found"
+            raise ApiError(404, code, "no such resource")
 
     @app.get("/api/openapi.json")
     def openapi_json():

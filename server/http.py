@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 from flask import current_app, g, jsonify, request
@@ -62,7 +63,8 @@ def body(schema_name: str) -> dict:
         data = request.get_json(silent=True)
         if data is None:
             raise ApiError(400, "invalid_json", "the body is not valid JSON")
-    errors = sorted(_validator(schema_name).iter_errors(data), key=lambda e: list(e.absolute_path))
+    _no_nul(data)
+    errors = sorted(_validator(schema_name).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(body)"
@@ -70,6 +72,32 @@ def body(schema_name: str) -> dict:
                        {"errors": [{"path": "/".join(str(p) for p in e.absolute_path), "message": e.message}
                                    for e in errors[:20]]})
     return data
+
+
+MAX_ID = 2**62
+
+
+def id_param(raw: str | None, name: str) -> int | None:
+    """A non-negative integer query/header value (ASCII digits, bounded), or ApiError 400."""
+    if raw is None or raw == "":
+        return None
+    if not re.fullmatch(r"[0-9]{1,18}", raw) or int(raw) >= MAX_ID:
+        raise ApiError(400, "invalid_request", f"{name} is a non-negative integer")
+    return int(raw)
+
+
+def _no_nul(value, path="") -> None:
+    """PostgreSQL text cannot hold NUL characters: refuse them in a body up front."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ApiError(400, "invalid_request", f"{path or '(body)'}: NUL characters are not allowed")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k, path)
+            _no_nul(v, f"{path}/{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _no_nul(v, f"{path}/{i}")
 
 
 def refused(e: CommandRefused):

@@ -19,7 +19,7 @@ from engine.commands import customer_view
 from engine.snapshot import chat_from_dict
 
 from . import store as S
-from .http import ApiError, current_agent, customer_chat
+from .http import current_agent, customer_chat, id_param
 from .views import customer_message, public_ranks
 
 bp = Blueprint("live", __name__)
@@ -70,14 +70,8 @@ def _sse(event_id, event: str, data) -> str:
 
 
 def _last_event_id() -> int:
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_request", "Last-Event-ID is a number") from None
-    if value < 0:
-        raise ApiError(400, "invalid_request", "Last-Event-ID is a number")
-    return value
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    return id_param(raw, "Last-Event-ID") or 0
 
 
 def _stream(channel: str, read_new, last: int):

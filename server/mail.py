@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import mailbox
 import smtplib
 from email.message import EmailMessage
@@ -19,6 +20,8 @@ from urllib.parse import urlparse
 from sqlalchemy import select, update
 
 from . import store as S
+
+log = logging.getLogger("chatflow.mail")
 
 SUBJECTS = {"unread_replies": "You have unread replies"}
 
@@ -56,8 +59,12 @@ def deliver_pending(db, settings, now: float) -> int:
     with db.connect() as conn:
         rows = conn.execute(select(S.emails).where(S.emails.c.sent_at.is_(None)).order_by(S.emails.c.id)).mappings().all()
     for row in rows:
-        msg = render_email(row, settings["SECRET_KEY"], settings["EMAIL_DOMAIN"], settings["EMAIL_FROM"])
-        _send(msg, settings)
+        try:
+            msg = render_email(row, settings["SECRET_KEY"], settings["EMAIL_DOMAIN"], settings["EMAIL_FROM"])
+            _send(msg, settings)
+        except (OSError, ValueError, smtplib.SMTPException) as e:  # this one waits; the others go
+            log.warning("email %s to %s not sent: %s: %s", row["id"], row["to_addr"], type(e).__name__, e)
+            continue
         with db.begin() as conn:
             conn.execute(update(S.emails).where(S.emails.c.id == row["id"])
                          .values(sent_at=now, message_id=msg["Message-ID"]))
@@ -74,5 +81,8 @@ def _send(msg: EmailMessage, settings) -> None:
                 smtp.login(u.username, u.password or "")
             smtp.send_message(msg)
         return
+    import os
+
+    os.makedirs(os.path.dirname(os.path.abspath(settings["MAILDIR"])), exist_ok=True)
     box = mailbox.Maildir(settings["MAILDIR"], create=True)
     box.add(mailbox.MaildirMessage(msg))

@@ -317,18 +317,35 @@ class Runtime:
                 due_chats = [r[0] for r in conn.execute(
                     select(S.timers.c.chat_id).where(S.timers.c.due <= now).group_by(S.timers.c.chat_id)
                     .order_by(func.min(S.timers.c.due)))]
+        done = 0
         for chat_id in due_chats:
-            with self.lock:
-                with self.db.begin() as conn:
-                    row = self._chat_row(conn, chat_id)
-                    if row is None:
-                        continue
-                    world = self._world(conn, row)
-                    engine = self._engine(conn, world, chat_id, row)
-                    engine.run_due(now)
-                    signals = self._commit_engine(conn, world, engine, chat_id, now)
-                self._publish(signals)
-        return len(due_chats)
+            try:
+                self._run_due_chat(chat_id, now)
+                done += 1
+            except Exception:  # one chat's failure must not hold back every other deadline
+                import logging
+
+                logging.getLogger("chatflow").exception("deadline of chat %s failed; retried later", chat_id)
+                self._postpone(chat_id, now)
+        return done
+
+    def _run_due_chat(self, chat_id: str, now: float) -> None:
+        with self.lock:
+            with self.db.begin() as conn:
+                row = self._chat_row(conn, chat_id)
+                if row is None:
+                    return
+                world = self._world(conn, row)
+                engine = self._engine(conn, world, chat_id, row)
+                engine.run_due(now)
+                signals = self._commit_engine(conn, world, engine, chat_id, now)
+            self._publish(signals)
+
+    def _postpone(self, chat_id: str, now: float, seconds: float = 60.0) -> None:
+        """Move a failing chat's due deadlines a minute on, so it is retried, not spun on."""
+        with self.db.begin() as conn:
+            conn.execute(update(S.timers).where(and_(S.timers.c.chat_id == chat_id, S.timers.c.due <= now))
+                         .values(due=now + seconds))
 
 
 def _trace_json(e) -> dict:

@@ -200,14 +200,10 @@ def test_bad_query_parameters_are_400(client, team):
     assert_error(client.get("/api/notifications?after=abc", headers=team["alice"]), 400, "invalid_request")
 
 
-@pytest.mark.xfail(strict=True, reason="api_agent.notifications: '²'.isdigit() is True but int('²') raises "
-                                       "ValueError -> 500")
 def test_notifications_after_a_non_ascii_digit_is_400(client, team):
     assert_error(client.get("/api/notifications?after=²", headers=team["alice"]), 400, "invalid_request")
 
 
-@pytest.mark.xfail(strict=True, reason="integers beyond the database's INTEGER reach the query unchecked: "
-                                       "SQLite OverflowError / PostgreSQL NumericValueOutOfRange -> 500")
 def test_huge_integers_in_urls_are_4xx(api, client, team):
     huge = "9" * 25
     assert_error(client.get(f"/api/notifications?after={huge}", headers=team["alice"]), 400, "invalid_request")
@@ -215,42 +211,24 @@ def test_huge_integers_in_urls_are_4xx(api, client, team):
     assert_error(client.post(f"/api/admin/rulesets/{huge}/activate", headers=api.admin), 404, "not_found")
 
 
-PG_NUL = "PostgreSQL text columns cannot hold NUL (psycopg DataError): "
-
-
-def xfail_on_postgresql(request, backend, reason):
-    if backend == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_NUL + reason))
-
-
-@pytest.mark.xfail(strict=True, reason="server/live._last_event_id accepts any int; a Last-Event-ID beyond the id "
-                                       "column's range raises inside the already-started 200 event stream "
-                                       "(SQLite OverflowError / PostgreSQL NumericValueOutOfRange)")
 def test_huge_last_event_id_is_400(app, client, team):
     app.config["STREAM_SECONDS"] = 0
     r = client.get("/api/stream", headers={**team["alice"], "Last-Event-ID": "9" * 25}, buffered=True)
     assert_error(r, 400, "invalid_request")
 
 
-def test_nul_in_a_url_chat_id_is_404(request, backend, api, client, team):
-    xfail_on_postgresql(request, backend, "api_agent._visible_chat and api_admin.chat_trace query chats.id with "
-                                          "the URL's chat id unchecked -> 500")
+def test_nul_in_a_url_chat_id_is_404(api, client, team):
     assert_error(client.get("/api/chats/c%00x", headers=team["alice"]), 404, "unknown_chat")
     assert_error(client.post("/api/chats/c%00x/join", headers=team["alice"]), 404, "unknown_chat")
     assert_error(client.get("/api/admin/chats/c%00x/trace", headers=api.admin), 404, "unknown_chat")
 
 
-def test_nul_in_the_customer_id_is_refused_or_stored(request, backend, client, runtime):
-    xfail_on_postgresql(request, backend, "POST /api/widget/chats with customer.id 'a\\u0000b' (schema-valid) "
-                                          "fails inserting chats.customer_id -> 500")
+def test_nul_in_the_customer_id_is_refused_or_stored(client, runtime):
     r = client.post("/api/widget/chats", json={"text": "hi", "customer": {"id": "a\u0000b"}})
     assert r.status_code in (201, 400), r.get_data(as_text=True)
 
 
-def test_nul_in_the_customer_email_does_not_stop_other_chats_deadlines(request, backend, api, runtime, clock, team):
-    xfail_on_postgresql(request, backend, "customer.email 'ann\\u0000@example.com' passes the schema pattern; at its "
-                                          "deadline Runtime.run_due raises inserting emails.to_addr, the chat's timer "
-                                          "stays due and first in line, so no later deadline of any chat fires again")
+def test_nul_in_the_customer_email_does_not_stop_other_chats_deadlines(api, runtime, clock, team):
     r = api.client.post("/api/widget/chats", json={"text": "hi", "customer": {"email": "ann\u0000@example.com"}})
     assert r.status_code in (201, 400), r.get_data(as_text=True)
     chats = [(r.get_json()["chat"]["id"], {"Authorization": "Bearer " + r.get_json()["token"]})] if r.status_code == 201 else []
@@ -372,9 +350,6 @@ def test_broken_rule_set_is_refused_with_located_diagnostics(api, client, runtim
     assert active_version(client, api) == v1
 
 
-@pytest.mark.xfail(strict=True, reason="dsl lexer: a keyword matches as the prefix of a longer word "
-                                       "(`tagg` lexes as `tag` + `g`), against SPEC §3.7 'keywords are whole "
-                                       "words'; the diagnostic points at column 11 ('unexpected `g`')")
 def test_misspelled_action_is_located_at_the_word(api, client):
     src = FRESH.replace('tag "fresh"', 'tagg "fresh"')
     r = client.post("/api/admin/rulesets", json={"files": {"fresh.rules": src}}, headers=api.admin)
@@ -412,10 +387,6 @@ def test_upload_activates_a_new_version_and_rollback_restores_the_old(api, clien
     assert active_version(client, api) == v1
 
 
-@pytest.mark.xfail(strict=True, reason="server/mail._send: mailbox.Maildir(create=True) makes only the last "
-                                       "directory; with DATABASE_URL and SECRET_KEY given nothing creates DATA_DIR, so "
-                                       "the first email raises FileNotFoundError inside the request -> 500 after the "
-                                       "change was committed")
 def test_first_email_with_postgresql_and_no_data_dir(pg_url, pg_cleaner, tmp_path, clock):
     pg_cleaner()
     data_dir = tmp_path / "not-made-yet"
