@@ -61,13 +61,16 @@ def _options(callbacks: dict) -> dict:
                 cache=True, lexer_callbacks=callbacks)
 
 
+def keyword_terminals() -> set:
+    """Terminal names of the grammar's keywords: Lark names an anonymous ``"and"`` AND."""
+    words = re.findall(r'"([a-z_]+)"', GRAMMAR_PATH.read_text(encoding="utf-8"))
+    return {w.upper() for w in words}
+
+
 @functools.lru_cache(maxsize=1)
 def grammar() -> Lark:
     """The LALR parser, built once per process (and cached on disk by Lark)."""
-    plain = Lark.open(str(GRAMMAR_PATH), **_options({"COMMENT": _keep_comment}))
-    keywords = {t.name for t in plain.terminals
-                if t.pattern.type == "str" and re.fullmatch(r"[a-z_]+", t.pattern.value)}
-    callbacks = {"COMMENT": _keep_comment, **{name: _whole_word for name in keywords}}
+    callbacks = {"COMMENT": _keep_comment, **{name: _whole_word for name in keyword_terminals()}}
     return Lark.open(str(GRAMMAR_PATH), **_options(callbacks))
 
 
