@@ -22,7 +22,8 @@ from dsl.schedule import next_hour, next_midnight
 
 from . import commands as C
 from .actions import Stop, run_action
-from .conditions import compile_condition, explain
+from .codegen import compile_condition
+from .conditions import explain
 from .context import Context
 from .effects import Effect, TraceEntry
 from .model import World
