@@ -8,8 +8,8 @@ address (the signature is checked by the caller against ``server.mail.signature`
 
 Where a reply ends is decided by data: the tables below (quote headers per language and
 mail client, Outlook header blocks, "original message" separators, "Sent from my …"
-lines), then mail-parser-reply's own per-language patterns on what is left. Nothing here
-reads the clock, the environment or the network.
+lines) and mail-parser-reply's own per-language patterns; the reply ends where the first of
+them says. Nothing here reads the clock, the environment or the network.
 """
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ MAX_SENT_FROM_CHARS = 120
 # there; Polish headers are in the tables above.
 LIBRARY_LANGUAGES = tuple(lang for lang in MAIL_LANGUAGES if lang != "pl")
 # The library's regexes backtrack quadratically (8000 blank lines take 10 s), so it only ever
-# sees a compacted view of at most this much of what the tables left.
+# sees a compacted view of at most this much of the body.
 LIBRARY_MAX_LINES = 400
 LIBRARY_MAX_CHARS = 20_000
 
@@ -164,7 +164,7 @@ _SEPARATOR = re.compile(r"[-_=*\s]{2,}(?:%s)\s*[-_=*]{2,}\s*" % "|".join(ORIGINA
 _SENT_FROM = re.compile("|".join(f"(?:{pattern})" for _, pattern in SENT_FROM_LINES))
 _OUTLOOK_RULE = re.compile(r"_{30,}")        # Outlook's line above its header block
 _SIGNATURE_DASHES = re.compile(r"--")        # RFC 3676 "-- " (trailing space already stripped)
-_DECORATION = re.compile(r"[-_=*~#.]{3,}")   # "====" left above a cut header
+_DECORATION = re.compile(r"[-_=*~#]{3,}")   # "====" left above a cut header
 _QUOTE_MARKS = re.compile(r"^(?:\s*>)+")
 _library = EmailReplyParser(languages=list(LIBRARY_LANGUAGES))
 
@@ -481,8 +481,13 @@ class _HtmlText(HTMLParser):
             self.parts.append("\n")
 
     def handle_data(self, data):
-        if not self.dropping:
-            self.parts.append(data if self.pre else re.sub(r"\s+", " ", data))
+        if self.dropping:
+            return
+        if not self.pre:  # HTML renders a run of whitespace as one space, and none at a line start
+            data = re.sub(r"\s+", " ", data)
+            if not self.parts or self.parts[-1].endswith("\n"):
+                data = data.lstrip(" ")
+        self.parts.append(data)
 
 
 def _is_quote_container(attrs: dict) -> bool:
@@ -491,17 +496,34 @@ def _is_quote_container(attrs: dict) -> bool:
             or (attrs.get("id") or "") in QUOTE_CONTAINERS["id"])
 
 
+_STRAY_LT = re.compile(r"<(?=[^<>]*(?:<|\Z))")
+
+
+def _linear_html(html: str) -> str:
+    """The same markup without what makes html.parser (CPython 3.11) quadratic: comments
+    (dropped here, by find, so an unclosed one costs one scan) and any "<" that no ">"
+    closes before the next "<" (written as the text "&lt;" it stands for); "<x" repeated
+    over 1 MB otherwise takes eight minutes."""
+    out, pos = [], 0
+    while (start := html.find("<!--", pos)) >= 0:
+        out.append(html[pos:start])
+        end = html.find("-->", start + 4)
+        pos = len(html) if end < 0 else end + 3
+    out.append(html[pos:])
+    return _STRAY_LT.sub("&lt;", "".join(out))
+
+
 def html_text(html: str) -> str:
     """The text of an HTML body: tags dropped, block elements and <br> as line breaks,
     quoted parts (<blockquote>, Gmail/Yahoo/Thunderbird quote containers) removed."""
     parser = _HtmlText()
     try:
-        parser.feed(html)
+        parser.feed(_linear_html(html))
         parser.close()
     except AssertionError:
         pass  # html.parser gives up on some broken markup declarations; keep what it read
     text = "".join(parser.parts).replace("\xa0", " ")
-    lines = [line.strip(" ") for line in text.split("\n")]
+    lines = [line.rstrip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
 
 
