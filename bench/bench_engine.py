@@ -388,8 +388,8 @@ def setup_chatflow(rules, events, compile_condition=None):
     from dsl.loader import load_rule_set
     from engine.context import Context
 
-    if compile_condition is None:
-        from engine.conditions import compile_condition
+    if compile_condition is None:  # what the Engine runs
+        from engine.codegen import compile_condition
     from engine.model import Chat, Customer, Event, Message, World
 
     loaded = load_rule_set([], defaults=False, texts={"bench.rules": chatflow_source(rules)})
@@ -437,11 +437,12 @@ def setup_chatflow(rules, events, compile_condition=None):
 
 
 def setup_whatif(rules, events):
-    """bench/whatif_codegen.py: the suggestion for engine/conditions.py, measured."""
-    from whatif_codegen import compile_condition
+    """engine/conditions.py: the closure tree the engine used before generated code; it
+    stays as the reference the generated functions are tested against."""
+    from engine.conditions import compile_condition
 
     index, inputs, _ = setup_chatflow(rules, events, compile_condition)
-    return index, inputs, "prototype in bench/whatif_codegen.py; same Contexts as chatflow"
+    return index, inputs, "engine/conditions.py closures; same Contexts as chatflow"
 
 
 def setup_rule_engine(rules, events):
@@ -549,7 +550,7 @@ def results_matrix(index, inputs, limit) -> list:
     return [tuple(bool(f(inp)) for f in index[et]) for et, inp in inputs[:limit]]
 
 
-WHATIF = "what-if: chatflow conditions as generated code †"
+WHATIF = "chatflow reference closures (not what the engine runs) †"
 ENGINES = [
     # (name, setup, peer?)  peer None: a what-if row, neither chatflow nor a peer
     ("chatflow", setup_chatflow, False),
@@ -666,12 +667,12 @@ def summarize(contenders, n_rules, n_events, rounds) -> dict:
     wi = ok.get(WHATIF)
     if wi and fastest_named:
         r = wi["rate"] / named[fastest_named]["rate"]
-        targets.append(("† what-if prototype vs the fastest named peer (not a target)", f"{r:.2f}× {fastest_named}", None))
+        targets.append(("† reference closures vs the fastest named peer (not a target)", f"{r:.2f}× {fastest_named}", None))
     if wi and lam:
         r = wi["rate"] / lam["rate"]
-        targets.append(("† what-if prototype vs lambdas, same semantics (not a target)", f"{r:.2f}×", None))
+        targets.append(("† reference closures vs lambdas, same semantics (not a target)", f"{r:.2f}×", None))
     if wi and cf:
-        targets.append(("† what-if prototype vs chatflow today", f"{wi['rate'] / cf['rate']:.2f}× faster", None))
+        targets.append(("† generated code (the engine) vs reference closures", f"{cf['rate'] / wi['rate']:.2f}× faster", None))
     if cf:
         agree_all = all(c.get("mismatches") == 0 and c["true"] == ref_true for c in ok.values())
         targets.append(("every engine agrees (pairs checked + true count)", "yes" if agree_all else "NO",
@@ -690,8 +691,8 @@ def render(res) -> str:
     tg = table(["target", "measured", "verdict"],
                [[a, b, "—" if c is None else "MET" if c else "MISSED"] for a, b, c in res["targets"]])
     return (head + "\n\n" + t + "\n\n" + tg + "\n\n* datalogic-py is not in the brief's list of peers; shown for "
-            "reference.\n† NOT the engine: a prototype of a suggested change to engine/conditions.py "
-            "(bench/whatif_codegen.py), measured on the same Contexts; it takes no part in the targets.")
+            "reference.\n† NOT what the engine runs: engine/conditions.py's closures, the reference the generated "
+            "code is tested against, measured on the same Contexts; it takes no part in the targets.")
 
 
 def main(argv=None):

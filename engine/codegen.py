@@ -24,6 +24,9 @@ from .states import STATE_FUNCS
 _CHAT_ATTRS = {"chat.id", "chat.channel", "chat.page_url", "chat.status", "chat.assignee",
                "chat.department", "chat.subscribers", "chat.tags", "chat.priority", "chat.locked_by",
                "chat.language", "chat.created_at", "chat.last_activity_at"}
+_OPTIONAL_ATTRS = {"message.id", "message.author", "message.author_id", "message.kind", "message.text",
+                   "message.via", "event.type", "event.actor", "event.rule", "agent.id", "agent.name",
+                   "agent.status"}
 _CUSTOMER_ATTRS = {"customer.id", "customer.name", "customer.email", "customer.online", "customer.language"}
 
 
@@ -74,6 +77,13 @@ class _Gen:
             return f"ch.customer.{name[9:]}"
         if name == "chat.message_count":
             return "len(ch.messages)"
+        if name == "assignee.id":
+            return "ch.assignee"
+        root, _, attr = name.partition(".")
+        if root in ("message", "event", "agent") and name in _OPTIONAL_ATTRS:
+            # the event's message / the event / the acting agent may be absent: none then
+            m = self.tmp()
+            return f"(None if ({m} := ctx.{root}) is None else {m}.{attr})"
         if name == "now":
             return "ctx.now"
         if name.startswith("chat.fields."):
@@ -167,7 +177,8 @@ def compile_condition(node, schedules):
         return lambda ctx: True
     gen = _Gen(schedules)
     body = gen.cond(node)
-    source = f"def condition(ctx):\n    ch = ctx.chat\n    return bool({body})\n"
+    # every part is already True/False (or/and of them too), so no bool() is needed
+    source = f"def condition(ctx):\n    ch = ctx.chat\n    return {body}\n"
     code = compile(source, "<chatflow condition>", "exec")
     namespace = dict(gen.env)
     exec(code, namespace)  # the source is ours alone: rule text only enters as bound constants
