@@ -72,7 +72,8 @@ def cmd_test(args) -> int:
                 continue
             result = run_test(scenario, test, observer=coverage.observe if coverage else None)
             if coverage is not None:
-                coverage.note_fired(e.rule for e in result.engine.trace if e.kind == "fired")
+                result.fired_rules.update(e.rule for e in result.engine.trace if e.kind == "fired")
+                coverage.note_fired(result.fired_rules)
             result.engine = None  # free the world as we go
             results.append(result)
             if result.passed:

@@ -86,10 +86,13 @@ def _end_lock(chat: Chat) -> str | None:
     return holder
 
 
-def _change_assignee(chat: Chat, agent_id: str | None, at: float) -> str | None:
+def _change_assignee(world: World, chat: Chat, agent_id: str | None, at: float) -> str | None:
     """Set the assignee with its anchors; the lock always belongs to the assignee, so a
     change of assignee ends it. Returns the holder of the lock that ended."""
     ended = _end_lock(chat) if chat.locked_by not in (None, agent_id) else None
+    if chat.status == "open":
+        world.count_open(chat.assignee, -1)
+        world.count_open(agent_id, +1)
     chat.assignee = agent_id
     if agent_id is None:
         chat.unassigned_at, chat.assigned_at = at, None
@@ -104,7 +107,7 @@ def _assign_to(world, chat, at, agent_id, actor, by=None, rule=None, extra=None)
     if agent_id == chat.assignee:
         return []
     previous = chat.assignee
-    ended = _change_assignee(chat, agent_id, at)
+    ended = _change_assignee(world, chat, agent_id, at)
     if actor == "agent":
         chat.muted.discard(agent_id)
     if agent_id not in chat.muted:
@@ -131,12 +134,13 @@ def _assign_department(world, chat, at, department, strategy, actor, by=None, ru
     if chat.assignee is None:
         return []
     previous = chat.assignee
-    ended = _change_assignee(chat, None, at)
+    ended = _change_assignee(world, chat, None, at)
     data = {"previous_assignee": previous, "department": department, "ended_lock": ended}
     return [_event(world, chat, "chat.unassigned", at, actor, agent_id=by, rule=rule, data=data)]
 
 
 def _close(world, chat, at, actor, by=None, rule=None) -> list:
+    world.count_open(chat.assignee, -1)
     chat.status, chat.closed_at = "closed", at
     ended = _end_lock(chat)
     return [_event(world, chat, "chat.closed", at, actor, agent_id=by, rule=rule,
@@ -144,6 +148,7 @@ def _close(world, chat, at, actor, by=None, rule=None) -> list:
 
 
 def _reopen(world, chat, at, actor, by=None, rule=None) -> list:
+    world.count_open(chat.assignee, +1)
     chat.status, chat.opened_at, chat.closed_at = "open", at, None
     return [_event(world, chat, "chat.reopened", at, actor, agent_id=by, rule=rule)]
 
@@ -266,7 +271,7 @@ def join(world: World, at: float, chat_id: str, agent: str) -> list:
         return []
     previous = chat.assignee
     if previous != who.id:
-        _change_assignee(chat, who.id, at)
+        _change_assignee(world, chat, who.id, at)
     chat.muted.discard(who.id)
     _subscribe(chat, who.id)
     return [_event(world, chat, "chat.joined", at, "agent", agent_id=who.id,
@@ -497,7 +502,7 @@ def unassign(world: World, at: float, chat_id: str, *, rule=None) -> list:
     if chat.assignee is None:
         return []
     previous = chat.assignee
-    ended = _change_assignee(chat, None, at)
+    ended = _change_assignee(world, chat, None, at)
     return [_event(world, chat, "chat.unassigned", at, "rule", rule=rule,
                    data={"previous_assignee": previous, "ended_lock": ended})]
 

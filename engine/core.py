@@ -33,16 +33,18 @@ MAX_CASCADE = 10
 MAX_EVENTS = 1000  # events one input may cause in all: fan-out is bounded, not only depth
 
 
-@dataclass
+@dataclass(slots=True)
 class _Rule:
     rule: object  # dsl.compiler.CompiledRule
-    cond: object  # closure ctx -> bool
+    cond: object  # generated function ctx -> bool
     order: int
     wakers: tuple  # functions now -> next instant the clock part may change
+    id: str = ""
+    is_state: bool = False
 
-    @property
-    def id(self):
-        return self.rule.id
+    def __post_init__(self):
+        self.id = self.rule.id
+        self.is_state = self.rule.on is None
 
 
 @dataclass
@@ -221,18 +223,20 @@ class Engine:
         condition holds (state rules: that just became true). Returns the events caused."""
         chat_id = ctx.chat.id
         caused = []
+        last, observer, tracing = self.last, self.observer, self.tracing
         for i, r in enumerate(plan):
-            value = bool(r.cond(ctx))
-            if self.observer is not None:
-                self.observer(r.rule, ctx, value)
-            if r.rule.on is None:
+            value = r.cond(ctx) is True
+            if observer is not None:
+                observer(r.rule, ctx, value)
+            if r.is_state:
                 key = (chat_id, r.id)
-                was = self.last.get(key, False)
-                self.last[key] = value
+                was = last.get(key, False)
+                if value is not was:
+                    last[key] = value
                 fire = value and not was
             else:
                 was, fire = None, value
-            if self.tracing:
+            if tracing:
                 self._log("rule", at, chat_id, rule=r.id, event=event_type, event_id=key_event, fired=fire,
                           detail={"why": explain(r.rule.when, ctx, self.ruleset.schedules) if r.rule.when is not None else [],
                                   "state_rule": r.rule.on is None, "was_true": was})
@@ -264,12 +268,14 @@ class Engine:
             except Stop:
                 return caused, True
             caused.extend(events)
-            for eff in effects:
-                out.effects.append(eff)
-                self.effects.append(eff)
-                self._log("effect", at, ctx.chat.id, rule=r.id, event_id=key_event,
-                          detail={"kind": eff.kind, "to": eff.recipient, "template": eff.template,
-                                  "text": eff.text, "key": eff.idempotency_key})
+            if effects:
+                out.effects.extend(effects)
+                self.effects.extend(effects)
+                if self.tracing:
+                    for eff in effects:
+                        self._log("effect", at, ctx.chat.id, rule=r.id, event_id=key_event,
+                                  detail={"kind": eff.kind, "to": eff.recipient, "template": eff.template,
+                                          "text": eff.text, "key": eff.idempotency_key})
             if note:
                 self._log("skipped", at, ctx.chat.id, rule=r.id, event_id=key_event,
                           detail={"action": action.kind, "reason": note})
@@ -348,7 +354,8 @@ class Engine:
     # ------------------------------------------------------------ trace
 
     def _log(self, kind, at, chat_id, rule=None, event=None, event_id=None, fired=None, detail=None):
-        if not self.tracing and kind not in ("fired", "cascade_limit", "timer_fired", "effect", "skipped"):
+        # without tracing only what the scenario runner and coverage read is kept
+        if not self.tracing and kind not in ("fired", "cascade_limit"):
             return
         self.trace.append(TraceEntry(kind, at, chat_id, rule, event, event_id, fired, detail or {}))
 

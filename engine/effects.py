@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Effect:
     """kind: notify (to an agent) | email (to the customer) | reply (a public bot message).
 
@@ -35,7 +35,7 @@ class Effect:
         return f"{event_id}/{rule_id}/{index}{suffix}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TraceEntry:
     """One line of the timeline: kind is input | event | rule | timer_armed |
     timer_cancelled | timer_fired | effect | cascade_limit | refused | skipped."""

@@ -161,6 +161,7 @@ class World:
     # department -> id of the agent it picked last; round robin continues after it.
     rr_last: dict = field(default_factory=dict)
     event_seq: int = 0
+    open_by_agent: dict = field(default_factory=dict)  # agent id -> open chats assigned
 
     def add_agent(self, id: str, name=None, departments=(), access_chats=True, channels=None,
                   status="online", max_chats=None) -> Agent:
@@ -195,8 +196,22 @@ class World:
             raise CommandRefused("unknown_chat", f"no chat {chat_id!r}") from None
 
     def open_chats(self, agent_id: str) -> int:
-        """How many open chats have this agent as assignee (its load for capacity)."""
-        return sum(1 for c in self.chats.values() if c.assignee == agent_id and c.status == "open")
+        """How many open chats have this agent as assignee (its load for capacity).
+
+        Kept as a count that the commands update where an assignee or a status changes,
+        so capacity checks do not scan every chat; chats put into ``chats`` by hand
+        (tests) are counted by :meth:`recount`."""
+        return self.open_by_agent.get(agent_id, 0)
+
+    def count_open(self, agent_id: str | None, delta: int) -> None:
+        if agent_id is not None:
+            self.open_by_agent[agent_id] = self.open_by_agent.get(agent_id, 0) + delta
+
+    def recount(self) -> None:
+        self.open_by_agent = {}
+        for c in self.chats.values():
+            if c.status == "open":
+                self.count_open(c.assignee, +1)
 
     def new_event(self, type: str, at: float, chat_id: str | None, actor: str, *,
                   agent_id=None, rule=None, message_id=None, data=None) -> Event:

@@ -320,6 +320,7 @@ class TestResult:
     failures: list = field(default_factory=list)
     seconds: float = 0.0
     engine: object = None
+    fired_rules: set = field(default_factory=set)  # every rule that fired, for coverage
 
     @property
     def passed(self) -> bool:
@@ -370,8 +371,21 @@ def run_test(scenario: Scenario, test: TestCase, tracing: bool = False, observer
         for exp in test.expects:
             if exp.end == point:
                 _check(engine, world, exp, t0, result)
+        if not tracing:
+            _drain(engine, result, t0, [e.start for e in test.expects if e.end > point])
     result.seconds = _time.perf_counter() - started
     return result
+
+
+def _drain(engine: Engine, result: TestResult, t0: float, starts: list) -> None:
+    """Forget what no later expectation can look at, so a long simulation keeps a flat
+    memory (the fired rule ids are kept for coverage)."""
+    result.fired_rules.update(e.rule for e in engine.trace if e.kind == "fired")
+    keep_from = t0 + min(starts) if starts else float("inf")
+    if engine.effects and engine.effects[0].at < keep_from:
+        engine.effects = [e for e in engine.effects if e.at >= keep_from]
+    if engine.trace and engine.trace[0].at < keep_from:
+        engine.trace = [e for e in engine.trace if e.at >= keep_from]
 
 
 def _run_until(engine: Engine, until: float, inclusive: bool) -> None:

@@ -16,8 +16,9 @@ from dsl.vocabulary import STATES
 from .model import Chat
 
 
-def _public(chat: Chat):
-    return (m for m in chat.messages if m.public)
+# Messages are appended in time order and a message's position is its index, so each
+# state reads from the end (or from a read position) instead of scanning the whole chat:
+# simulations call these at every event.
 
 
 def chat_open(chat: Chat) -> float | None:
@@ -33,7 +34,11 @@ def chat_idle(chat: Chat) -> float | None:
     before the chat was (re)opened, so reopening starts the silence afresh."""
     if chat.status != "open":
         return None
-    last = max((m.at for m in _public(chat)), default=chat.created_at)
+    last = chat.created_at
+    for m in reversed(chat.messages):
+        if m.public:
+            last = m.at
+            break
     return max(last, chat.opened_at)
 
 
@@ -49,37 +54,44 @@ def chat_assigned(chat: Chat) -> float | None:
 def chat_awaiting_agent(chat: Chat) -> float | None:
     """Since the first customer message after the last agent reply."""
     since = None
-    for m in _public(chat):
+    for m in reversed(chat.messages):
+        if not m.public:
+            continue
+        if m.author == "agent":
+            break
         if m.author == "customer":
-            since = m.at if since is None else since
-        elif m.author == "agent":
-            since = None
+            since = m.at  # going back: the earliest one after the last agent reply wins
     return since
 
 
 def chat_awaiting_customer(chat: Chat) -> float | None:
     """Since the latest agent reply, unless the customer wrote after it."""
-    since = None
-    for m in _public(chat):
-        if m.author == "agent":
-            since = m.at
-        elif m.author == "customer":
-            since = None
-    return since
+    for m in reversed(chat.messages):
+        if m.public and m.author in ("agent", "customer"):
+            return m.at if m.author == "agent" else None
+    return None
 
 
 def chat_unread_by_assignee(chat: Chat) -> float | None:
     """Since the oldest customer message after the assignee's read position."""
     if chat.assignee is None:
         return None
-    seen = chat.read_position(chat.assignee)
-    return next((m.at for m in _public(chat) if m.author == "customer" and m.position > seen), None)
+    return _first_after(chat, chat.read_position(chat.assignee), "customer")
 
 
 def chat_unread_by_customer(chat: Chat) -> float | None:
     """Since the oldest agent reply after the customer's read position."""
-    seen = chat.customer_read
-    return next((m.at for m in _public(chat) if m.author == "agent" and m.position > seen), None)
+    return _first_after(chat, chat.customer_read, "agent")
+
+
+def _first_after(chat: Chat, seen: int, author: str) -> float | None:
+    """Time of the first public message by ``author`` after position ``seen``."""
+    messages = chat.messages
+    for i in range(max(seen + 1, 0), len(messages)):
+        m = messages[i]
+        if m.author == author and m.public:
+            return m.at
+    return None
 
 
 def chat_locked(chat: Chat) -> float | None:

@@ -23,23 +23,6 @@ from engine.snapshot import agent_from_row, chat_from_dict, chat_to_dict, event_
 from . import store as S
 
 
-class StoredWorld(World):
-    """A World holding the agents and one chat; capacity counts come from the database."""
-
-    __slots__ = ("open_counts", "loaded_before")
-
-    def open_chats(self, agent_id: str) -> int:
-        """Open chats assigned to the agent: the stored count, corrected for the loaded
-        chat's change since it was read."""
-        count = self.open_counts.get(agent_id, 0)
-        for chat in self.chats.values():
-            if self.loaded_before.get(chat.id) == agent_id:
-                count -= 1
-            if chat.assignee == agent_id and chat.status == "open":
-                count += 1
-        return count
-
-
 class Runtime:
     """Commands, rule processing and deadlines over a database."""
 
@@ -102,19 +85,18 @@ class Runtime:
 
     # ------------------------------------------------------------ loading and saving a chat
 
-    def _world(self, conn, chat_row=None) -> StoredWorld:
-        world = StoredWorld()
+    def _world(self, conn, chat_row=None) -> World:
+        world = World()
         for row in conn.execute(select(S.agents)).mappings():
             world.agents[row["id"]] = agent_from_row(dict(row))
         counts = conn.execute(select(S.chats.c.assignee, func.count()).where(
             and_(S.chats.c.status == "open", S.chats.c.assignee.isnot(None))).group_by(S.chats.c.assignee)).all()
-        world.open_counts = {a: n for a, n in counts}
-        world.loaded_before = {}
+        # capacity counts come from every stored chat; the commands keep them current
+        # for the one chat loaded here
+        world.open_by_agent = {a: n for a, n in counts}
         if chat_row is not None:
             chat = chat_from_dict(chat_row["state"])
             world.chats[chat.id] = chat
-            if chat.status == "open" and chat.assignee:
-                world.loaded_before[chat.id] = chat.assignee
             world.event_seq = chat_row["event_seq"]
         return world
 
