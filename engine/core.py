@@ -287,10 +287,12 @@ class Engine:
         chat = self.world.chats.get(chat_id)
         if chat is None:
             return
+        anchors: dict = {}  # each state's anchor, computed once for all rules here
+        tracing, timers = self.tracing, self.timers
         for r in self._timed:
             due = None
             for state, seconds in r.rule.temporals:
-                since = STATE_FUNCS[state](chat)
+                since = anchors[state] if state in anchors else anchors.setdefault(state, STATE_FUNCS[state](chat))
                 if since is not None and since + seconds > now:
                     t = since + seconds
                     due = t if due is None or t < due else due
@@ -299,16 +301,18 @@ class Engine:
                 if t > now and (due is None or t < due):
                     due = t
             key = (chat_id, r.id)
-            old = self.timers.get(key)
+            old = timers.get(key)
             if due == old:
                 continue
             if old is not None:
-                del self.timers[key]
-                self._log("timer_cancelled", now, chat_id, rule=r.id, detail={"due": old})
+                del timers[key]
+                if tracing:
+                    self._log("timer_cancelled", now, chat_id, rule=r.id, detail={"due": old})
             if due is not None:
-                self.timers[key] = due
+                timers[key] = due
                 heapq.heappush(self._heap, (due, r.order, chat_id, r.id))
-                self._log("timer_armed", now, chat_id, rule=r.id, detail={"due": due})
+                if tracing:
+                    self._log("timer_armed", now, chat_id, rule=r.id, detail={"due": due})
 
     def next_due(self) -> float | None:
         """The earliest armed deadline, or None."""
