@@ -7,11 +7,14 @@ source line and a caret under the spot. Every error raised from rule text goes t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Span:
-    """Where a node stands in its file: 1-based line and column, end exclusive."""
+class Span(NamedTuple):
+    """Where a node stands in its file: 1-based line and column, end exclusive.
+
+    A named tuple, not a dataclass: every node has one, and building them was a third of
+    turning a parse tree into the AST."""
 
     path: str
     line: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import ast, vocabulary as V
 from .compiler import RuleSet
 from .errors import Diagnostic
-from .types import UNKNOWN
+
 
 LINT_CODES = {
     "always_true": "the condition is true whatever the chat: the `when` can go",
@@ -88,34 +88,37 @@ def lint(ruleset: RuleSet) -> list[Diagnostic]:
                      "shipped: " + ", ".join(V.KNOWN_TEMPLATES))
 
     # unreachable: an earlier rule on the same event that always stops when this could fire
-    for i, later in enumerate(rules):
-        for earlier in rules[:i]:
-            if not any(a.kind == "stop" for a in earlier.actions):
-                continue
-            if earlier.on is None or earlier.on != later.on:
-                continue
-            covers = earlier.when is None or earlier.constant is True or (
-                set(map(_key, _conjuncts(earlier.when))) <= set(map(_key, _conjuncts(later.when)))
-            )
-            if covers:
+    stoppers: dict[str, list] = {}  # event -> earlier rules with `stop`: (rule, conjuncts)
+    for later in rules:
+        if later.on is not None:
+            later_keys = None
+            for earlier, keys in stoppers.get(later.on, ()):
+                if keys is not None:
+                    if later_keys is None:
+                        later_keys = set(_conjuncts(later.when))
+                    if not keys <= later_keys:
+                        continue
                 warn(later.id_span, "unreachable_rule",
                      f"`{later.id}` never runs: `{earlier.id}` (at {earlier.span}) stops every `{later.on}` it could fire on")
                 break
+            if any(a.kind == "stop" for a in later.actions):
+                always = later.when is None or later.constant is True
+                stoppers.setdefault(later.on, []).append((later, None if always else set(_conjuncts(later.when))))
 
     # conflicting assigns on the same event
-    for i, a in enumerate(rules):
-        agents_a = _assign_targets(a)
-        if not agents_a or a.on is None:
-            continue
-        for b in rules[i + 1:]:
-            agents_b = _assign_targets(b)
-            if b.on != a.on or not agents_b or agents_a == agents_b:
-                continue
-            if _exclusive(a.when, b.when):
-                continue
-            warn(b.id_span, "conflicting_assign",
-                 f"`{a.id}` and `{b.id}` can both assign on `{a.on}` ({_show(agents_a)} vs {_show(agents_b)}); the later one wins",
-                 "make the conditions exclusive, or add `stop` to the first")
+    assigners: dict[str, list] = {}  # event -> [(rule, targets)] in order
+    for r in rules:
+        targets = _assign_targets(r)
+        if targets and r.on is not None:
+            assigners.setdefault(r.on, []).append((r, targets))
+    for group in assigners.values():
+        for i, (a, agents_a) in enumerate(group):
+            for b, agents_b in group[i + 1:]:
+                if agents_a == agents_b or _exclusive(a.when, b.when):
+                    continue
+                warn(b.id_span, "conflicting_assign",
+                     f"`{a.id}` and `{b.id}` can both assign on `{a.on}` ({_show(agents_a)} vs {_show(agents_b)}); the later one wins",
+                     "make the conditions exclusive, or add `stop` to the first")
 
     found.extend(_cycles(rules))
     return found
@@ -157,44 +160,90 @@ def _check_target(rule, action, warn):
 
 
 def _cycles(rules) -> list[Diagnostic]:
-    """Event rules whose actions cause events that lead back to themselves."""
+    """One finding per loop of event rules whose actions cause events that trigger each
+    other (a strongly connected component of the rule graph), with one cycle's path."""
     by_event: dict[str, list] = {}
     for r in rules:
         if r.on and r.constant is not False:
             by_event.setdefault(r.on, []).append(r)
-
-    def caused(rule):
-        out = []
-        for a in rule.actions:
+    nodes = [r for r in rules if r.on and r.constant is not False]
+    edges: dict[str, list] = {}  # rule id -> [(event, next rule)]
+    for r in nodes:
+        out, seen_events = [], set()
+        for a in r.actions:
             for ev in V.ACTION_EVENTS.get(a.kind, ()):
-                if ev not in out:
-                    out.append(ev)
-        return out
-
-    found, reported = [], set()
-    for start in rules:
-        if not start.on:
-            continue
-        # depth-first search for a path back to `start`
-        stack = [(start, [start.id])]
-        seen = set()
-        while stack:
-            rule, path = stack.pop()
-            for ev in caused(rule):
-                for nxt in by_event.get(ev, ()):
-                    if nxt.id == start.id:
-                        cycle = path + [ev, start.id]
-                        members = frozenset(cycle[::2])
-                        if members not in reported:
-                            reported.add(members)
-                            found.append(Diagnostic(
-                                start.id_span, "rule_cycle",
-                                "rules trigger each other in a loop: " + " → ".join(cycle),
-                                "warning", "guard a rule's condition (e.g. `event.actor != \"rule\"`) to break it"))
-                    elif nxt.id not in seen:
-                        seen.add(nxt.id)
-                        stack.append((nxt, path + [ev, nxt.id]))
+                if ev not in seen_events:
+                    seen_events.add(ev)
+                    out.extend((ev, nxt) for nxt in by_event.get(ev, ()))
+        edges[r.id] = out
+    found = []
+    for component in _components(nodes, edges):
+        start = component[0]
+        members = {r.id for r in component}
+        path = _shortest_cycle(start, edges, members)
+        if path is None:
+            continue  # a single rule without a self-loop
+        found.append(Diagnostic(
+            start.id_span, "rule_cycle", "rules trigger each other in a loop: " + " → ".join(path), "warning",
+            "guard a rule's condition (e.g. `event.actor != \"rule\"`) to break it"))
     return found
+
+
+def _components(nodes, edges) -> list:
+    """Strongly connected components (Tarjan, iterative), each in rule order."""
+    order = {r.id: i for i, r in enumerate(nodes)}
+    index, low, on_stack, stack, result = {}, {}, set(), [], []
+    counter = 0
+    for root in nodes:
+        if root.id in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node.id] = low[node.id] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node.id)
+            succ = edges[node.id]
+            if i < len(succ):
+                work.append((node, i + 1))
+                nxt = succ[i][1]
+                if nxt.id not in index:
+                    work.append((nxt, 0))
+                elif nxt.id in on_stack:
+                    low[node.id] = min(low[node.id], index[nxt.id])
+                continue
+            if low[node.id] == index[node.id]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w.id)
+                    comp.append(w)
+                    if w.id == node.id:
+                        break
+                result.append(sorted(comp, key=lambda r: order[r.id]))
+            if work:
+                parent = work[-1][0]
+                low[parent.id] = min(low[parent.id], low[node.id])
+    return sorted(result, key=lambda comp: order[comp[0].id])
+
+
+def _shortest_cycle(start, edges, members) -> list | None:
+    """rule → event → rule … back to ``start``, shortest first (breadth first)."""
+    from collections import deque
+
+    queue = deque([(start, [start.id])])
+    seen = set()
+    while queue:
+        rule, path = queue.popleft()
+        for ev, nxt in edges[rule.id]:
+            if nxt.id == start.id:
+                return path + [ev, start.id]
+            if nxt.id in members and nxt.id not in seen:
+                seen.add(nxt.id)
+                queue.append((nxt, path + [ev, nxt.id]))
+    return None
 
 
 def apply_ignores(diagnostics, files) -> list[Diagnostic]:

@@ -643,7 +643,7 @@ def _extend_over_comments(src: _Source, item, node, comments, limit: int):
         if c.line != end_line and c.column < node.start_mark.column + 1:
             break
         end_line, end_col = c.line, c.column + len(c.value)
-    span = dataclasses.replace(item.span, end_line=end_line, end_column=end_col)
+    span = item.span._replace(end_line=end_line, end_column=end_col)
     return dataclasses.replace(item, span=span)
 
 
