@@ -12,7 +12,7 @@ import re
 
 from . import ast
 
-IGNORE_RE = re.compile(r"#\s*chatflow:\s*ignore=([A-Za-z0-9_,\-]+(?:\s*,\s*[A-Za-z0-9_\-]+)*)")
+IGNORE_RE = re.compile(r"#\s*chatflow:\s*ignore=([A-Za-z0-9_\-]+(?:\s*,\s*[A-Za-z0-9_\-]+)*)")
 
 
 def ignore_markers(source: str, comments) -> tuple:

@@ -182,7 +182,8 @@ class _Compiler:
                 if s.timezone not in timezones():
                     self.report(s.timezone_span, "unknown_timezone", f"unknown timezone `{s.timezone}`",
                                 did_you_mean(s.timezone, timezones()) or 'use an IANA name such as "Europe/Berlin"')
-                    continue
+                # kept even with a bad timezone (the set fails anyway), so its uses are
+                # not reported a second time as an unknown schedule
                 out[s.id] = compile_schedule(s)
         return out
 

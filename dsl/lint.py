@@ -247,7 +247,8 @@ def _shortest_cycle(start, edges, members) -> list | None:
 
 
 def apply_ignores(diagnostics, files) -> list[Diagnostic]:
-    """Drop findings silenced by a ``# chatflow: ignore=CODE`` marker on their line."""
+    """Drop warnings silenced by a ``# chatflow: ignore=CODE`` marker on their line.
+    Errors are never silenced: a set that `check` passes must load."""
     markers: dict[tuple, set] = {}
     for rf in files:
         for line, codes in rf.ignores:
@@ -255,7 +256,7 @@ def apply_ignores(diagnostics, files) -> list[Diagnostic]:
     out = []
     for d in diagnostics:
         codes = markers.get((d.span.path, d.span.line), ())
-        if d.code in codes or "all" in codes:
+        if d.severity == "warning" and (d.code in codes or "all" in codes):
             continue
         out.append(d)
     return out

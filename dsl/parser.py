@@ -49,6 +49,20 @@ class _SplitWord(Exception):
         self.token = token
 
 
+_KEYWORD_NAMES: contextvars.ContextVar[list] = contextvars.ContextVar("chatflow_keyword_names")
+_KEYWORDS = frozenset(re.findall(r'"([a-z_]+)"', GRAMMAR_PATH.read_text(encoding="utf-8")))
+
+
+def _note_name(token: Token) -> Token:
+    """A name that is also a keyword (`then` where a condition may start) is legal only
+    where no keyword fits; remember it so a syntax error right after it names it."""
+    if token.value in _KEYWORDS:
+        sink = _KEYWORD_NAMES.get(None)
+        if sink is not None:
+            sink.append(token)
+    return token
+
+
 def _whole_word(token: Token) -> Token:
     src = _SOURCE.get(None)
     if src is not None and token.end_pos < len(src) and _WORD_CHAR.match(src, token.end_pos):
@@ -71,6 +85,10 @@ def keyword_terminals() -> set:
 def grammar() -> Lark:
     """The LALR parser, built once per process (and cached on disk by Lark)."""
     callbacks = {"COMMENT": _keep_comment, **{name: _whole_word for name in keyword_terminals()}}
+    # DOTTED must come last: Lark chains a user callback after its keyword ("unless")
+    # callback with a lambda that reads the loop variable late, so the chain only fires
+    # for the terminal named last in this dict.
+    callbacks["DOTTED"] = _note_name
     return Lark.open(str(GRAMMAR_PATH), **_options(callbacks))
 
 
@@ -81,7 +99,7 @@ def _split_word_error(path: str, source: str, token: Token) -> ParseError:
 
     keywords = sorted({t.pattern.value for t in grammar().terminals
                        if t.pattern.type == "str" and re.fullmatch(r"[a-z_]+", t.pattern.value)})
-    hint = did_you_mean(word, keywords)
+    hint = did_you_mean(word, keywords) if word not in keywords else f"`{word}` is a keyword; something is missing before it"
     span = Span(path, token.line, token.column, token.line, token.column + len(word))
     return ParseError([Diagnostic(span, "syntax_error", f"unexpected `{word}`", hint=hint)])
 
@@ -517,13 +535,13 @@ def _syntax_error(path: str, source: str, err: UnexpectedInput) -> ParseError:
         shown = repr(ch)[1:-1] if ch else "end of file"
         return ParseError([Diagnostic(span, "syntax_error", f"unexpected character `{shown}`", hint=f"expected {_expected_text(err.allowed)}" if err.allowed else None)])
     if isinstance(err, UnexpectedEOF):
-        lines = source.splitlines() or [""]
+        lines = source.split("\n")  # as Lark counts lines
         span = Span.point(path, len(lines), len(lines[-1]) + 1)
         return ParseError([Diagnostic(span, "syntax_error", "unexpected end of file", hint=f"expected {_expected_text(err.expected)}")])
     assert isinstance(err, UnexpectedToken)
     tok = err.token
     if tok.type == "$END":
-        lines = source.splitlines() or [""]
+        lines = source.split("\n")  # as Lark counts lines
         span = Span.point(path, len(lines), len(lines[-1]) + 1)
     else:
         span = _span(path, tok)
@@ -535,17 +553,24 @@ def _syntax_error(path: str, source: str, err: UnexpectedInput) -> ParseError:
     return ParseError([Diagnostic(span, "syntax_error", message, hint=hint)])
 
 
+_NESTING = frozenset({"paren", "not_", "list_", "call", "for_"})
+
+
 def _check_depth(path: str, tree: Tree) -> None:
-    """Refuse nesting deeper than MAX_DEPTH, so later recursive passes stay bounded."""
-    stack = [(tree, 1)]
+    """Refuse nesting deeper than MAX_DEPTH levels of what the author wrote (parentheses,
+    lists, calls, `not`, `and`/`or` of several parts), so later recursive passes stay
+    bounded. Lark's own tree has more levels than that (one per grammar rule)."""
+    stack = [(tree, 0)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            fail(_span(path, node), "too_deep", f"expression nested deeper than {MAX_DEPTH} levels",
-                 kind=ParseError)
+        if node.data in _NESTING or (node.data in ("and_", "or_") and len(node.children) > 1):
+            depth += 1
+            if depth > MAX_DEPTH:
+                fail(_span(path, node), "too_deep", f"expression nested deeper than {MAX_DEPTH} levels",
+                     kind=ParseError)
         for child in node.children:
             if isinstance(child, Tree):
-                stack.append((child, depth + 1))
+                stack.append((child, depth))
 
 
 def decode_source(path: str, data: bytes) -> str:
@@ -592,11 +617,25 @@ def parse(source: str, path: str = "<string>") -> ast.RuleFile:
 def _parse_tree(source: str, comments: list, start: str = "start") -> Tree:
     token = _COMMENTS.set(comments)
     src_token = _SOURCE.set(source)
+    names = _KEYWORD_NAMES.set([])
     try:
         return grammar().parse(source, start=start)
+    except UnexpectedToken as e:
+        seen = _KEYWORD_NAMES.get()
+        if seen and e.token.type != "$END" and _only_space_between(source, seen[-1], e.token):
+            raise _SplitWord(seen[-1]) from None  # reported as "unexpected `then`" at the keyword
+        if seen and e.token.type == "$END" and not source[seen[-1].end_pos:].strip():
+            raise _SplitWord(seen[-1]) from None
+        raise
     finally:
+        _KEYWORD_NAMES.reset(names)
         _SOURCE.reset(src_token)
         _COMMENTS.reset(token)
+
+
+def _only_space_between(source: str, before: Token, after: Token) -> bool:
+    gap = source[before.end_pos:after.start_pos]
+    return not re.sub(r"#[^\n]*", "", gap).strip()
 
 
 def parse_expression(text: str, path: str = "<string>", line: int = 1, column: int = 1):

@@ -22,6 +22,43 @@ def environment() -> SandboxedEnvironment:
     return env
 
 
+# What a rule text may contain: placeholders reading facts, literals, `{% if %}` and
+# comparisons, and filters that cannot grow a text without bound. No loops, calls or
+# arithmetic: a rule text must not be able to make the engine spin or fill memory.
+SAFE_FILTERS = frozenset({"default", "d", "upper", "lower", "title", "capitalize", "trim", "join",
+                          "length", "count", "first", "last", "truncate", "e", "escape"})
+_ALLOWED_NODES = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Getattr,
+                  nodes.Const, nodes.Filter, nodes.If, nodes.CondExpr, nodes.Compare, nodes.Operand,
+                  nodes.Not, nodes.And, nodes.Or, nodes.Test)
+MAX_FILTERS = 20
+
+
+def _shape_problem(tree) -> str | None:
+    """Why a template is not a plain placeholder text, or None."""
+    filters = 0
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, _ALLOWED_NODES):
+            if isinstance(node, nodes.For):
+                return "loops ({% for %}) are not allowed in rule texts"
+            what = "{% … %} blocks other than if" if isinstance(node, nodes.Stmt) else f"`{type(node).__name__}` expressions"
+            return f"{what} are not allowed in rule texts"
+        if isinstance(node, nodes.Filter):
+            filters += 1
+            if node.name not in SAFE_FILTERS:
+                return f"the filter `{node.name}` is not allowed in rule texts"
+            if filters > MAX_FILTERS:
+                return f"more than {MAX_FILTERS} filters in one text"
+            for arg in list(node.args) + [kw.value for kw in node.kwargs]:
+                if not isinstance(arg, nodes.Const) or (isinstance(arg.value, int) and arg.value > 100_000):
+                    return f"the filter `{node.name}` takes small literal arguments only"
+        if isinstance(node, nodes.Name) and node.ctx != "load":
+            return "assignments are not allowed in rule texts"
+        stack.extend(node.iter_child_nodes())
+    return None
+
+
 def _chain(node) -> list[str] | None:
     """``customer.fields.plan`` as ["customer", "fields", "plan"], or None if not a plain chain."""
     parts = []
@@ -42,8 +79,14 @@ def template_problems(text: str, event: str | None) -> list[tuple[str, str, str 
         return []
     try:
         tree = environment().parse(text)
+        shape = _shape_problem(tree)
     except TemplateSyntaxError as e:
         return [("bad_template", f"template syntax: {e.message}", "placeholders look like {{ customer.name }}")]
+    except (RecursionError, MemoryError):
+        return [("bad_template", "template nested too deeply", None)]
+    if shape:
+        return [("bad_template", shape, "rule texts take placeholders such as {{ customer.name }} "
+                 "and the filters " + ", ".join(sorted(SAFE_FILTERS)))]
     problems = []
     roots = set(V.TEMPLATE_ROOTS)
     if event not in V.MESSAGE_EVENTS:

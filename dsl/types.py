@@ -238,6 +238,8 @@ def _check_compare(node: ast.Compare, scope: Scope) -> Typed:
     if op == "matches":
         try:  # the engine matches with the `regex` module (it can time out); check with it
             regex.compile(node.right.pattern)
+        except (RecursionError, OverflowError, MemoryError):
+            scope.report(node.right.span, "bad_regex", "regex nested too deeply")
         except regex.error as e:
             scope.report(node.right.span, "bad_regex", f"bad regex: {getattr(e, 'msg', None) or e}",
                          "the regex takes Python's syntax; escape `/` as `\\/`")

@@ -293,10 +293,6 @@ def test_default_file_named_on_the_command_line_is_loaded_once(capsys):
     assert (code, out) == (0, "All checks passed: 2 files, 11 rules.\n")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "chatflow/cli.py cmd_check applies `# chatflow: ignore=CODE` to errors too: a rule with an "
-    "unknown fact and an ignore marker passes `chatflow check` (exit 0) while load_rule_set, "
-    "which the server and scenarios use, refuses the same set (ruleset None)"))
 def test_check_passes_only_sets_that_load(capsys, tmp_path):
     path = tmp_path / "ignored_error.rules"
     path.write_text("rule r {\n  on chat.created\n"

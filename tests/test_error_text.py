@@ -198,10 +198,6 @@ def test_end_of_file_error_text():
     )
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dsl/parser.py _syntax_error places an end-of-file error with source.splitlines(), which "
-    "also splits at a form feed (whitespace in the grammar), lone CR, NEL, U+2028: the error "
-    "lands on line 3 of a 2-line file and no source line is shown"))
 def test_end_of_file_after_a_form_feed_is_on_the_last_line():
     assert rendered('# part one\f\nrule r { then assign agent "alice"') == (
         "support.rules:2:35: syntax_error unexpected end of file\n"
