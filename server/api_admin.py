@@ -111,25 +111,23 @@ def chat_trace(chat_id):
     return jsonify({"chat_id": chat_id, "runs": [{"at": r["at"], "entries": r["entries"]} for r in rows]})
 
 
+def _replace_row(table, key_name: str, key: str, schema_name: str):
+    """PUT semantics for a row named in the URL: the body, validated, replaces the row."""
+    require_admin()
+    data = body(schema_name)
+    if data[key_name] != key:
+        raise ApiError(400, "invalid_request", f"the {key_name} in the body differs from the URL")
+    with _runtime().db.begin() as conn:
+        conn.execute(table.delete().where(table.c[key_name] == key))
+        conn.execute(table.insert().values(**data))
+    return jsonify(data)
+
+
 @bp.put("/canned/<shortcut>")
 def put_canned(shortcut):
-    require_admin()
-    data = body("Canned")
-    if data["shortcut"] != shortcut:
-        raise ApiError(400, "invalid_request", "the shortcut in the body differs from the URL")
-    with _runtime().db.begin() as conn:
-        conn.execute(S.canned.delete().where(S.canned.c.shortcut == shortcut))
-        conn.execute(S.canned.insert().values(**data))
-    return jsonify(data)
+    return _replace_row(S.canned, "shortcut", shortcut, "Canned")
 
 
 @bp.put("/articles/<slug>")
 def put_article(slug):
-    require_admin()
-    data = body("Article")
-    if data["slug"] != slug:
-        raise ApiError(400, "invalid_request", "the slug in the body differs from the URL")
-    with _runtime().db.begin() as conn:
-        conn.execute(S.articles.delete().where(S.articles.c.slug == slug))
-        conn.execute(S.articles.insert().values(**data))
-    return jsonify(data)
+    return _replace_row(S.articles, "slug", slug, "Article")
