@@ -1,0 +1,83 @@
+"""`chatflow test --coverage/--threshold/--run` and dry-run's text timeline."""
+from __future__ import annotations
+
+import textwrap
+
+from chatflow.cli import main
+
+RULES = textwrap.dedent("""\
+    rule vip "VIP customers get priority" {
+      on chat.created
+      when customer.email ends with "@vip.example" or chat.page_url contains "/enterprise"
+      then set priority 3
+    }
+    rule never "Nobody writes from this channel in these tests" {
+      on chat.created
+      when chat.channel == "whatsapp"
+      then tag "whatsapp"
+    }
+""")
+
+SCENARIO = textwrap.dedent("""\
+    rules: [cov.rules]
+    defaults: false
+    agents: [{id: alice}]
+    tests:
+      - name: a vip by email
+        steps:
+          - {at: 0s, start_chat: {chat: c1, customer: {id: u1, email: ann@vip.example}, text: "Hi"}}
+        expect:
+          - {at: 0s, fired: [vip], chat: {c1: {priority: 3}}}
+      - name: an ordinary customer
+        steps:
+          - {at: 0s, start_chat: {chat: c2, customer: {id: u2, email: bob@example.com}, text: "Hi"}}
+        expect:
+          - {at: 0s, not_fired: [vip, never]}
+""")
+
+
+def _files(tmp_path):
+    (tmp_path / "cov.rules").write_text(RULES)
+    path = tmp_path / "cov.yaml"
+    path.write_text(SCENARIO)
+    return path
+
+
+def test_coverage_names_the_rule_and_the_branch_never_exercised(tmp_path, capsys):
+    path = _files(tmp_path)
+    assert main(["test", str(path), "--coverage"]) == 0
+    out = capsys.readouterr().out
+    assert "rule never never fired" in out
+    assert '`chat.page_url contains "/enterprise"` never true' in out
+    assert '`customer.email ends with "@vip.example"` never' not in out  # seen true and false
+    assert "coverage: " in out and "2 passed, 0 failed" in out
+
+
+def test_threshold_fails_a_run_below_it(tmp_path, capsys):
+    path = _files(tmp_path)
+    assert main(["test", str(path), "--coverage", "--threshold", "99"]) == 1
+    assert "below the threshold 99%" in capsys.readouterr().out
+    assert main(["test", str(path), "--coverage", "--threshold", "10"]) == 0
+
+
+def test_run_selects_tests_by_name(tmp_path, capsys):
+    path = _files(tmp_path)
+    assert main(["test", str(path), "--run", "vip", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "a vip by email PASSED" in out and "ordinary" not in out and "1 passed, 0 failed" in out
+
+
+def test_dry_run_text_shows_why_a_rule_did_not_fire(tmp_path, capsys):
+    path = _files(tmp_path)
+    assert main(["dry-run", str(path), "--test", "an ordinary customer"]) == 0
+    out = capsys.readouterr().out
+    assert "· not fired vip [event rule]" in out
+    assert 'customer.email ends with "@vip.example" = false' in out
+    assert 'customer.email = "bob@example.com"' in out
+    assert "nothing is sent" in out
+
+
+def test_dry_run_unknown_test_is_a_usage_error(tmp_path, capsys):
+    path = _files(tmp_path)
+    assert main(["dry-run", str(path), "--test", "nope"]) == 2
+    assert "no test named 'nope'" in capsys.readouterr().err
