@@ -111,19 +111,25 @@ def _position(api, cid, headers, text) -> int:
 # ------------------------------------------------------------------ the agent's stream
 
 def test_agent_stream_delivers_a_new_chat_and_a_mention_while_open(api, client, team):
+    earlier, _ = api.start_chat("earlier")
     stream = _open(client, "/api/stream", team["alice"])
     try:
+        # what existed when the stream opened comes first; the stream then waits for a wake-up
+        f = stream.next()
+        assert (f["event"], f["data"]["chat_id"], f["data"]["template"]) == ("notification", earlier, "new_chat")
+
         cid, _ = api.start_chat("Hi, I need help")  # wakes alice's stream: she is an operator
         first = stream.next()
         assert first["event"] == "notification"
         assert (first["data"]["chat_id"], first["data"]["template"]) == (cid, "new_chat")
-        assert first["id"] == first["data"]["id"]
+        assert first["id"] == first["data"]["id"] and first["id"] > f["id"]
 
         api.post(f"/api/chats/{cid}/note", team["bob"], {"text": "@alice can you take this?"}, status=201)
         second = stream.next()
         assert (second["event"], second["data"]["chat_id"], second["data"]["template"]) == ("notification", cid, "mention")
         assert second["data"]["rule"] == "default.notify_mentioned"
         assert second["id"] > first["id"]
+        assert not [x for x in stream.seen if "comment" in x]  # woken each time, not re-read at the end
     finally:
         stream.close()
 
