@@ -27,6 +27,12 @@ def register(sub) -> None:
     p.add_argument("--no-defaults", action="store_true")
     p.set_defaults(func=cmd_scheduler)
 
+    p = sub.add_parser("smtpd", help="receive customers' email answers over SMTP (reply+CHAT.SIG@EMAIL_DOMAIN only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=2525, help="port to listen on (default 2525)")
+    p.add_argument("--data-dir", default=None, help="embedded mode: the DATA_DIR `chatflow serve` uses (default: var/)")
+    p.set_defaults(func=cmd_smtpd)
+
 
 def _scaled_runtime(args):
     from server.app import make_runtime, make_settings, settings_from_env
@@ -83,4 +89,34 @@ def cmd_serve(args) -> int:
     from werkzeug.serving import run_simple
 
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    return 0
+
+
+def cmd_smtpd(args) -> int:
+    import threading
+
+    from server.app import make_runtime, make_settings, settings_from_env
+    from server.smtpd import make_controller
+
+    config = settings_from_env()
+    if args.data_dir:
+        config["DATA_DIR"] = args.data_dir
+    # the rule set is the one `chatflow serve` (or the admin API) activated in the database
+    settings = make_settings(config)
+    runtime = make_runtime(settings)
+    if settings.get("REDIS_URL"):  # scaled: the workers run the rules, as for web processes
+        from server import jobs
+
+        redis = jobs.make_redis(settings["REDIS_URL"])
+        runtime.dispatch = jobs.enqueue_dispatch(jobs.make_queue(settings, redis))
+    controller = make_controller(runtime, settings, args.host, args.port)
+    controller.start()
+    print(f"chatflow smtpd on {args.host}:{args.port}: answers to reply+CHAT.SIGNATURE@{settings['EMAIL_DOMAIN']}",
+          file=sys.stderr)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
     return 0

@@ -7,11 +7,12 @@ answers 404 as if it did not exist.
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 from engine.model import CommandRefused
 from engine.snapshot import agent_from_row, chat_from_dict
 
+from . import search
 from . import store as S
 from .http import ApiError, body, current_agent, id_param
 from .views import agent_chat
@@ -188,11 +189,8 @@ def list_canned():
 @bp.get("/articles")
 def search_articles():
     current_agent()
-    q = (request.args.get("q") or "").strip()
-    stmt = select(S.articles).order_by(S.articles.c.slug)
-    if q:
-        like = f"%{q.replace('%', '').replace('_', '')}%"
-        stmt = stmt.where(or_(S.articles.c.title.ilike(like), S.articles.c.body.ilike(like)))
+    q = request.args.get("q") or ""
+    if len(q) > search.MAX_QUERY_CHARS:
+        raise ApiError(400, "invalid_request", f"q is at most {search.MAX_QUERY_CHARS} characters")
     with _runtime().db.connect() as conn:
-        rows = conn.execute(stmt.limit(50)).mappings().all()
-    return jsonify({"articles": [dict(r) for r in rows]})
+        return jsonify({"articles": search.search_articles(conn, q)})
