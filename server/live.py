@@ -124,11 +124,13 @@ def customer_stream(chat_id):
     customer_chat(chat_id)
     db = current_app.extensions["chatflow"].db
 
-    shown: dict = {}  # position -> text of what this stream has sent
+    shown: dict = {}  # rank -> text of what this stream has sent
+    resumed = [_last_event_id() > 0]
 
     def read_new(after):
         # event ids are public-message ranks (stable, increasing, blind to notes); an edit or a delete of a
-        # message already sent re-sends the whole visible list as a `snapshot` event
+        # message already sent re-sends the whole visible list as a `snapshot` event. A reconnect with
+        # Last-Event-ID starts with a snapshot: the client may have missed edits and deletes meanwhile
         with db.connect() as conn:
             row = conn.execute(select(S.chats.c.state).where(S.chats.c.id == chat_id)).first()
         chat = chat_from_dict(row[0])
@@ -136,7 +138,8 @@ def customer_stream(chat_id):
         rank = public_ranks(chat)
         out = []
         now_shown = {rank[m.position]: m.text for m in visible if rank[m.position] <= after}
-        if shown and now_shown != {k: v for k, v in shown.items() if k <= after}:
+        if resumed[0] or (shown and now_shown != {k: v for k, v in shown.items() if k <= after}):
+            resumed[0] = False
             out.append((after, "snapshot", {"messages": [customer_message(m, rank[m.position], chat_id)
                                                          for m in visible if rank[m.position] <= after]}))
         for m in visible:

@@ -281,11 +281,6 @@ def test_customer_stream_while_open_gets_replies_and_snapshots_never_a_note(api,
     _no_note(frames, "5353")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server/live.py customer_stream: an edit or delete of a message the client already has is sent "
-    "(as a `snapshot`) only by the stream that was open when it happened; a reconnect with "
-    "Last-Event-ID after it gets only newer ranks, so the widget keeps showing the old text or the "
-    "deleted message (SPEC §2.13)"))
 def test_a_reconnect_after_a_delete_tells_the_customer(api, client, team):
     alice = team["alice"]
     cid, cust = api.start_chat("Hi")
