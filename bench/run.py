@@ -3,9 +3,11 @@
     python bench/run.py            # full sizes (a few minutes on 2 cores)
     python bench/run.py --quick    # smaller sizes, for a smoke run
     python bench/run.py --only engine --only sim
+    python bench/run.py --only service   # (D): gunicorn, workers, PostgreSQL, Redis (not in the default run)
 
 (A) rule language (bench_rules.py), (B) engine against peer rule engines
-(bench_engine.py), (C) simulator (bench_sim.py). The peers of (B) are installed only
+(bench_engine.py), (C) simulator (bench_sim.py), (D) the service in scaled mode
+(bench_service.py; needs PostgreSQL and Redis on 127.0.0.1, and gunicorn). The peers of (B) are installed only
 for benchmarking, in their own virtualenv (see bench/requirements.txt); a peer that is
 not installed is listed as such. Use that virtualenv's python to run this script.
 """
@@ -23,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 BENCHES = ("rules", "engine", "sim")
+EXTRA = ("service",)  # run only when asked for with --only: it needs PostgreSQL, Redis and gunicorn
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="chatflow benchmarks")
     p.add_argument("--quick", action="store_true", help="smaller sizes (targets are judged on full sizes only)")
-    p.add_argument("--only", action="append", choices=BENCHES, help="run only this benchmark (repeatable)")
+    p.add_argument("--only", action="append", choices=BENCHES + EXTRA, help="run only this benchmark (repeatable)")
     p.add_argument("--output", metavar="FILE", help="also write the tables to FILE (Markdown)")
     a = p.parse_args(argv)
     todo = a.only or list(BENCHES)
@@ -59,6 +62,11 @@ def main(argv=None) -> int:
 
         res = bench_sim.run(n_chats=1_000 if a.quick else 10_000, log=log)
         out.append(bench_sim.render(res))
+    if "service" in todo:
+        import bench_service
+
+        res = bench_service.run(quick=a.quick, log=log)
+        out.append(bench_service.render(res))
     out.append(f"total benchmark time {time.perf_counter() - started:.0f} s; "
                f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     text = "\n\n".join(out)
