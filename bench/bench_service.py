@@ -1004,7 +1004,7 @@ def render(res: dict) -> str:
     for r in res["deadlines"]:
         rows.append([f"{r['chats']:,}", f"{r['timers']:,}", f"{r['spread'] / 60:.0f} min", f"{r['rate']:.0f}/s",
                      f"{r['fired']:,} of {r['due_in_window']:,}", f"{ms(r['late_p50'])} / {ms(r['late_p99'])}",
-                     ms(r["late_max"]), f"{r['early']} (min {ms(r['min_late'])})",
+                     ms(r["late_max"]), f"{r['early']}, engine {r['engine_early']} (min {ms(r['min_late'])})",
                      f"{ms(r['tick_p50'])} / {ms(r['tick_p99'])}", f"{r['cpu_worker_ms']:.1f} ms",
                      f"{r['count_query_ms']:.1f} ms", f"{r['busy'] * 100:.0f} %"])
     out.append(common.table(
@@ -1035,7 +1035,8 @@ def render(res: dict) -> str:
                     f"({batched['batch']} chats per job); best {best['rate'] or 0:.0f}/s",
                     _verdict(batched["rate"], (batched["rate"] or 0) >= 5000)])
     for r in res["deadlines"]:
-        ok = r["late_p99"] is not None and r["late_p99"] <= 1.0 and r["early"] == 0 and r["not_fired"] == 0
+        ok = (r["late_p99"] is not None and r["late_p99"] <= 1.0 and r["early"] == 0 and r["engine_early"] == 0
+              and r["not_fired"] == 0)
         targets.append([f"(c) deadline lateness p99 ≤ 1 s, never early — {r['chats']:,} open chats, "
                         f"{r['rate']:.0f} due/s", f"p99 {ms(r['late_p99'])}, {r['early']} early, "
                         f"{r['not_fired']:,} not fired {r['window']:.0f}+60 s on", _verdict(r["late_p99"], ok)])

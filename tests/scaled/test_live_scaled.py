@@ -12,6 +12,8 @@ control test shows the other case.
 """
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from sqlalchemy import select
 
@@ -22,7 +24,10 @@ from conftest_live import ADMIN, Frames, webs, webs_without_publisher, work  # n
 OPEN = 20.0  # seconds a stream may stay open; a failing wake-up test waits this long at most
 
 
-def _agent(client, agent_id) -> dict:
+def _agent(client, name) -> dict:
+    # a name of this test alone: the live channel is one per Redis server, so another run's
+    # worker waking "alice" must not wake (or seem to wake) this test's streams
+    agent_id = f"{name}_{secrets.token_hex(4)}"
     r = client.post("/api/admin/agents", json={"id": agent_id}, headers=ADMIN)
     assert r.status_code == 201, r.get_json()
     return {"Authorization": "Bearer " + r.get_json()["token"]}
@@ -114,7 +119,7 @@ def test_without_the_worker_publishing_the_stream_on_b_catches_up_only_at_its_en
     a, b = webs.a.test_client(), webs.b.test_client()
     alice = _agent(a, "alice")
     earlier = _earlier_notification(webs, a)
-    stream = Frames(b, "/api/stream", alice, 1.0)
+    stream = Frames(b, "/api/stream", alice, 3.0)
     try:
         _opened(stream, earlier)
         chat_id = a.post("/api/widget/chats", json={"text": "Hi"}).get_json()["chat"]["id"]
