@@ -53,7 +53,7 @@ def cmd_worker(args) -> int:
 
     settings, runtime = _scaled_runtime(args)
     redis = jobs.make_redis(settings["REDIS_URL"])
-    runtime.listeners.append(jobs.redis_publisher(redis))
+    runtime.listeners.append(jobs.redis_publisher(redis, jobs.live_channel(settings)))
     jobs.set_runtime(runtime)
     queue = jobs.make_queue(settings, redis)
     # SimpleWorker runs jobs in this process: no fork per job, the compiled rules stay warm

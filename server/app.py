@@ -32,7 +32,7 @@ DEFAULTS = {
     "MAILDIR": None,  # default: DATA_DIR/maildir when no SMTP_URL
     "SMTP_URL": None,
     "REDIS_URL": None,  # set: scaled mode (RQ workers + scheduler)
-    "QUEUE": "chatflow",  # the RQ queue name
+    "QUEUE": "chatflow",  # the RQ queue name (CHATFLOW_QUEUE); also names the live-update channel
     "EMAIL_DOMAIN": "chatflow.localhost",
     "EMAIL_FROM": "chatflow <support@chatflow.localhost>",
     "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
@@ -51,6 +51,8 @@ def settings_from_env(environ=os.environ) -> dict:
         out["ADMIN_TOKEN"] = environ["CHATFLOW_ADMIN_TOKEN"]
     if environ.get("CHATFLOW_DATA_DIR"):
         out["DATA_DIR"] = environ["CHATFLOW_DATA_DIR"]
+    if environ.get("CHATFLOW_QUEUE"):
+        out["QUEUE"] = environ["CHATFLOW_QUEUE"]
     return out
 
 
@@ -74,8 +76,10 @@ def make_runtime(settings: dict) -> Runtime:
 
 
 def create_app(config: dict | None = None) -> Flask:
+    """The application. With no ``config`` (as ``gunicorn 'server.app:create_app()'`` calls
+    it) the settings come from the environment; tests pass their own."""
     app = Flask(__name__)
-    settings = make_settings(config)
+    settings = make_settings(settings_from_env() if config is None else config)
     app.config.update(settings)
     runtime = make_runtime(settings)
     db = runtime.db
@@ -132,7 +136,7 @@ def _scaled(app: Flask, runtime: Runtime, broker, settings: dict) -> None:
     runtime.dispatch = jobs.enqueue_dispatch(jobs.make_queue(settings, redis))
     stop = threading.Event()
     app.extensions["chatflow_stop"] = stop
-    jobs.start_redis_subscriber(redis, broker, stop)
+    jobs.start_redis_subscriber(redis, broker, stop, jobs.live_channel(settings))
 
 
 def _secret(data_dir: str) -> str:

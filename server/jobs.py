@@ -14,7 +14,12 @@ import threading
 log = logging.getLogger("chatflow.jobs")
 
 QUEUE = "chatflow"
-LIVE_CHANNEL = "chatflow:live"
+
+
+def live_channel(settings: dict) -> str:
+    """The Redis pub/sub channel of one installation's live wake-ups (named after its queue,
+    so two installations on one Redis do not wake each other's streams)."""
+    return f"{settings.get('QUEUE', QUEUE)}:live"
 
 _runtime = None  # the worker process's Runtime, set by `chatflow worker`
 
@@ -74,25 +79,25 @@ def enqueue_dispatch(queue):
     return dispatch
 
 
-def redis_publisher(redis):
+def redis_publisher(redis, channel: str):
     """A Runtime listener that fans wake-ups out to every web process over Redis."""
 
     def publish(kind, payload):
         try:
-            redis.publish(LIVE_CHANNEL, json.dumps({"kind": kind, "payload": payload}))
+            redis.publish(channel, json.dumps({"kind": kind, "payload": payload}))
         except Exception as e:  # streams catch up from the database on their next wake-up
             log.warning("live publish failed: %s", type(e).__name__)
     return publish
 
 
-def start_redis_subscriber(redis, broker, stop: threading.Event) -> threading.Thread:
+def start_redis_subscriber(redis, broker, stop: threading.Event, channel: str) -> threading.Thread:
     """Forward Redis wake-ups to this web process's broker (reconnecting on failure)."""
 
     def loop():
         while not stop.is_set():
             try:
                 pubsub = redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(LIVE_CHANNEL)
+                pubsub.subscribe(channel)
                 while not stop.is_set():
                     msg = pubsub.get_message(timeout=1.0)
                     if msg and msg.get("type") == "message":

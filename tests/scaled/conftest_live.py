@@ -41,7 +41,8 @@ def wait_subscribed(app, redis, seconds: float = 10.0) -> None:
     try:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            redis.publish(jobs.LIVE_CHANNEL, json.dumps({"kind": "notification", "payload": {"agent_id": probe}}))
+            redis.publish(jobs.live_channel(app.config), json.dumps({"kind": "notification",
+                                                                     "payload": {"agent_id": probe}}))
             try:
                 q.get(timeout=0.1)
                 return
@@ -65,7 +66,7 @@ def make_webs(pg_url, redis_url, tmp_path, publish: bool = True):
     settings = make_settings({**base, "DATA_DIR": str(tmp_path / "worker")})
     worker_runtime = make_runtime(settings)
     redis = jobs.make_redis(redis_url)
-    publisher = jobs.redis_publisher(redis)
+    publisher = jobs.redis_publisher(redis, jobs.live_channel(settings))
     if publish:  # as `chatflow worker` does
         worker_runtime.listeners.append(publisher)
     jobs.set_runtime(worker_runtime)

@@ -132,11 +132,6 @@ def test_without_the_worker_publishing_the_stream_on_b_catches_up_only_at_its_en
         stream.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server/app.py create_app(config=None) uses DEFAULTS only and never reads the environment, so "
-    "`gunicorn 'server.app:create_app()'` with DATABASE_URL and REDIS_URL set runs an embedded SQLite "
-    "app in ./var with an in-process deadline thread; SPEC §5 runs scaled web processes under gunicorn "
-    "from those variables (bench/bench_service.py:web_app is the workaround)"))
 def test_a_web_process_started_by_gunicorn_reads_its_settings_from_the_environment(
         pg_url, redis_url, tmp_path, monkeypatch):
     from server.app import create_app
