@@ -4,6 +4,11 @@ print any RuleFile back as canonical YAML.
     YAML text ─> nodes with marks (no aliases, bounded depth, comments kept)
               ─> plain data ─> JSON Schema (schemas/rules.schema.json) ─> AST
 
+Nodes come from libyaml's event stream, composed here without recursion; a file the
+fast path is not sure of (an alias, an anchor or tag, deep nesting, a tab, any YAML
+error) is read again by PyYAML's pure-Python composer, whose nodes and errors are the
+reference, so both paths give the same result.
+
 Plain scalars are read with YAML 1.2's core schema, as editors do (`on:` is the key
 "on", not the boolean true). Every problem, from a tab in the indentation to a typo in
 an action's key or a `when` that does not parse, is a ParseError located in the YAML
@@ -14,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import numbers
 import re
 from bisect import bisect_right
 from collections import namedtuple
@@ -21,7 +27,14 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from yaml.events import (DocumentEndEvent, MappingEndEvent, MappingStartEvent, ScalarEvent, SequenceEndEvent,
+                         SequenceStartEvent, StreamEndEvent)
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+try:
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # PyYAML without libyaml: the pure-Python composer reads every file
+    _CParser = None
 
 from . import ast
 from .comments import IGNORE_RE, attach_comments, ignore_markers
@@ -37,6 +50,7 @@ _HOURS_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:-\s*([A-Za-z_][A-Za-z0
                        r"\s([0-9]{2}:[0-9]{2})\s*-\s*([0-9]{2}:[0-9]{2})\s*\Z")
 _BREAKS = "\r\n\x85\u2028\u2029"
 _SPACE = " \t" + _BREAKS
+_BREAK_RE = re.compile("\r\n|[" + _BREAKS + "]")  # one line break, as PyYAML counts them
 _STR = "tag:yaml.org,2002:str"
 BARE_ACTIONS = ("unassign", "close", "reopen", "lock", "unlock", "stop")
 KEYED_ACTIONS = ("assign", "subscribe", "unsubscribe", "notify", "email", "reply", "note", "tag",
@@ -67,7 +81,8 @@ class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml
               _CoreResolver):
     """PyYAML's pure-Python composer, made safe for untrusted files: aliases are refused
     (a "billion laughs" document stops at its first `*`), nesting is bounded (the composer
-    recurses), and comments are recorded (the scanner drops them)."""
+    recurses), and comments are recorded (the scanner drops them). The reference reader:
+    _compose_fast must give what this gives, and leaves it every file it is unsure of."""
 
     def __init__(self, source: str, path: str):
         yaml.reader.Reader.__init__(self, source)
@@ -128,15 +143,7 @@ class _Lines:
     """Character index <-> 1-based (line, column), counting line breaks as PyYAML does."""
 
     def __init__(self, source: str):
-        self.starts = [0]
-        i, n = 0, len(source)
-        while i < n:
-            ch = source[i]
-            if ch in _BREAKS:
-                i += 2 if source.startswith("\r\n", i) else 1
-                self.starts.append(i)
-            else:
-                i += 1
+        self.starts = [0] + [m.end() for m in _BREAK_RE.finditer(source)]
 
     def pos(self, index: int) -> tuple[int, int]:
         line = bisect_right(self.starts, index)
@@ -162,6 +169,9 @@ def _yaml_error(path: str, lines: _Lines, err: yaml.YAMLError) -> ParseError:
 
 def _compose(source: str, path: str, lines: _Lines):
     """(root node or None for an empty document, comments)."""
+    fast = _compose_fast(source, lines)
+    if fast is not None:
+        return fast
     loader = None
     try:
         loader = _Loader(source, path)  # the reader checks the characters here already
@@ -171,6 +181,157 @@ def _compose(source: str, path: str, lines: _Lines):
     finally:
         if loader is not None:
             loader.dispose()
+
+
+# Files the fast path leaves to _Loader: a character PyYAML refuses (its error names
+# it), a tab (libyaml takes some that PyYAML refuses), a byte order mark, a line break
+# other than \n and \r\n (fewer ways for the two to count lines apart), a directive
+# line (`%YAML`, `%TAG`: a `#` there is no comment).
+_SLOW_PATH_RE = re.compile("[^\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
+                           "\U00010000-\U0010ffff]|\r(?!\n)|^%", re.MULTILINE)
+_COMMENT_RE = re.compile(r"#[^\r\n]*")
+# A block scalar's header line as PyYAML's scanner takes it.
+_BLOCK_HEADER_RE = re.compile(r"[|>](?:[+-][1-9]?|[1-9][+-]?)?(?: +(?:#[^\r\n]*)?)?(?:\r?\n|\Z)")
+_SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+
+
+def _compose_fast(source: str, lines: _Lines):
+    """(root, comments) as _Loader composes them, from libyaml's events; None when
+    _Loader must read the file: for anything the two might read apart, and for every
+    error, so that errors come out exactly as PyYAML words and places them."""
+    if _CParser is None or _SLOW_PATH_RE.search(source):
+        return None
+    parser = _CParser(source)
+    eof = None
+    if source and source[-1] not in _BREAKS:
+        # libyaml puts a line break after the last line when the text ends without one;
+        # PyYAML marks the end where it is.
+        line, column = lines.pos(len(source))
+        eof = yaml.error.Mark("<unicode string>", len(source), line - 1, column - 1, None, None)
+    try:
+        composed = _compose_events(parser.get_event, source, eof)
+    except yaml.YAMLError:
+        return None
+    finally:
+        parser.dispose()
+    if composed is None:
+        return None
+    root, bounds = composed
+    return root, _comments_between(source, bounds, lines)
+
+
+def _compose_events(get_event, source: str, eof=None):
+    """(root or None, [start, end, start, end, ...] character indexes of every scalar,
+    in file order), composed without recursion; None for what _Loader must read.
+    ``eof``: the mark to use for marks at the end of the text."""
+    get_event()  # StreamStartEvent
+    event = get_event()
+    if type(event) is StreamEndEvent:
+        return None, []
+    if event.version is not None or event.tags:  # a %YAML or %TAG directive
+        return None
+    bounds: list = []
+    resolved: dict = {}  # plain scalar text -> its tag (a file repeats its keys)
+    resolve = _CORE.resolve
+    stack: list = []  # open collections, innermost last
+    keys: list = []  # for each open collection: its pending key node, or None
+    flow = 0  # how many open collections are flow collections
+    root = None
+    while True:
+        event = get_event()
+        kind = type(event)
+        if kind is MappingEndEvent or kind is SequenceEndEvent:
+            node = stack.pop()
+            keys.pop()
+            node.end_mark = event.end_mark
+            if eof is not None and node.end_mark.index == eof.index:
+                node.end_mark = eof
+            if node.flow_style:
+                flow -= 1
+            if not stack:
+                break
+            continue
+        # A new node: aliases, anchors and tags are left to _Loader (it refuses aliases
+        # with a located error, finds duplicate anchors, words tag errors); so is
+        # nesting past the bound, where _Loader stops with its error.
+        if event.anchor is not None or len(stack) >= MAX_NESTING:
+            return None
+        if kind is ScalarEvent:
+            if event.tag is not None:
+                return None
+            value, start, end = event.value, event.start_mark, event.end_mark
+            if eof is not None and end.index == eof.index:
+                start, end = (eof if start.index == eof.index else start), eof
+            if event.implicit[0]:
+                if flow and (not value or "?" in value):
+                    # libyaml marks an empty value in a flow collection elsewhere, and
+                    # takes a `?` inside a plain scalar there, which PyYAML refuses
+                    return None
+                tag = resolved.get(value)
+                if tag is None:
+                    tag = resolved[value] = resolve(ScalarNode, value, (True, False))
+                node = ScalarNode(tag, value, start, end)
+            else:
+                style = event.style
+                if (style == "|" or style == ">") and not _BLOCK_HEADER_RE.match(source, start.index):
+                    return None  # libyaml takes headers PyYAML refuses, such as `|#`
+                node = ScalarNode(_STR, value, start, end, style=style)
+            bounds.append(start.index)
+            bounds.append(end.index)
+        elif kind is MappingStartEvent or kind is SequenceStartEvent:
+            if event.tag is not None:
+                return None
+            cls = MappingNode if kind is MappingStartEvent else SequenceNode
+            start, flow_style = event.start_mark, event.flow_style
+            if eof is not None and start.index == eof.index:
+                start = eof
+            if (cls is SequenceNode and not flow_style and stack and type(stack[-1]) is MappingNode
+                    and start.column == stack[-1].start_mark.column):
+                flow_style = None  # `key:` then `- item` at the key's indentation: PyYAML's indentless sequence
+            node = cls(_MAP if cls is MappingNode else _SEQ, [], start, None, flow_style=flow_style)
+        else:  # an alias
+            return None
+        if stack:
+            parent = stack[-1]
+            if type(parent) is SequenceNode:
+                parent.value.append(node)
+            elif keys[-1] is None:
+                keys[-1] = node
+            else:
+                parent.value.append((keys[-1], node))
+                keys[-1] = None
+        else:
+            root = node
+        if kind is ScalarEvent:
+            if not stack:
+                break
+        else:
+            stack.append(node)
+            keys.append(None)
+            if node.flow_style:
+                flow += 1
+    if type(get_event()) is not DocumentEndEvent or type(get_event()) is not StreamEndEvent:
+        return None  # a second document: _Loader says where
+    return root, bounds
+
+
+def _comments_between(source: str, bounds: list, lines: _Lines) -> list:
+    """The comments PyYAML's scanner skips: a `#` outside every scalar starts one, to
+    the end of its line (inside a scalar, including a block scalar's header line, it
+    is text or dropped, as _Loader does)."""
+    out = []
+    find = source.find
+    i = find("#")
+    while i >= 0:
+        k = bisect_right(bounds, i)
+        if k & 1:  # within [start, end) of a scalar
+            i = find("#", bounds[k])
+            continue
+        text = _COMMENT_RE.match(source, i).group()
+        line, column = lines.pos(i)
+        out.append(_Comment(text, line, column))
+        i = find("#", i + len(text))
+    return out
 
 
 # ---------------------------------------------------------------- nodes to data
@@ -272,6 +433,144 @@ def schema() -> dict:
 def _validator():
     jsonschema.Draft202012Validator.check_schema(schema())
     return jsonschema.Draft202012Validator(schema())
+
+
+# ---------------------------------------------------------------- a quick yes from the schema
+
+class _Unsupported(Exception):
+    """The schema uses a keyword the quick check does not know."""
+
+
+_ANNOTATIONS = frozenset({"title", "description", "examples", "errorMessage", "patternErrorMessage", "$comment",
+                          "default", "deprecated", "readOnly", "writeOnly"})
+_IS_TYPE = {  # as jsonschema's draft 2020-12 type checker says
+    "object": lambda x: isinstance(x, dict),
+    "array": lambda x: isinstance(x, list),
+    "string": lambda x: isinstance(x, str),
+    "null": lambda x: x is None,
+    "boolean": lambda x: isinstance(x, bool),
+    "number": lambda x: isinstance(x, numbers.Number) and not isinstance(x, bool),
+    "integer": lambda x: (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x.is_integer()),
+}
+
+
+def _json_equal(x, scalar) -> bool:
+    """jsonschema's equality of an instance and a JSON scalar: `true` is not 1."""
+    if x is scalar:
+        return True
+    if isinstance(x, str) or isinstance(scalar, str):
+        return x == scalar
+    if isinstance(x, bool) or isinstance(scalar, bool):
+        return False
+    return x == scalar
+
+
+def _check_all(checks):
+    if len(checks) == 1:
+        return checks[0]
+
+    def check(x):
+        for c in checks:
+            if not c(x):
+                return False
+        return True
+    return check
+
+
+def _compile_check(sub, defs: dict, done: dict):
+    """A function x -> bool that says what jsonschema's is_valid says of ``sub``."""
+    if sub is True or sub is False:
+        return lambda x, ok=sub: ok
+    if not isinstance(sub, dict):
+        raise _Unsupported(repr(sub))
+    checks = []
+    for kw, arg in sub.items():
+        if kw in _ANNOTATIONS or kw in ("then", "else"):
+            continue
+        if kw == "$ref":
+            name = arg[len("#/$defs/"):]
+            if not arg.startswith("#/$defs/") or name not in defs or "/" in name or "~" in name:
+                raise _Unsupported(arg)
+            if name not in done:
+                done[name] = None  # a reference back to it finds it at check time
+                done[name] = _compile_check(defs[name], defs, done)
+            checks.append(lambda x, name=name: done[name](x))
+        elif kw == "type":
+            names = [arg] if isinstance(arg, str) else arg
+            if not all(t in _IS_TYPE for t in names):
+                raise _Unsupported(repr(arg))
+            tests = [_IS_TYPE[t] for t in names]
+            checks.append(tests[0] if len(tests) == 1 else lambda x, tests=tests: any(t(x) for t in tests))
+        elif kw == "properties":
+            props = {k: _compile_check(v, defs, done) for k, v in arg.items()}
+
+            def check(x, props=props):
+                if isinstance(x, dict):
+                    for k, v in x.items():
+                        f = props.get(k)
+                        if f is not None and not f(v):
+                            return False
+                return True
+            checks.append(check)
+        elif kw == "additionalProperties":
+            if "patternProperties" in sub:
+                raise _Unsupported(kw)
+            known = frozenset(sub.get("properties", ()))
+            if arg is False:
+                checks.append(lambda x, known=known: not isinstance(x, dict) or known.issuperset(x))
+            else:
+                extra = _compile_check(arg, defs, done)
+                checks.append(lambda x, known=known, extra=extra: not isinstance(x, dict)
+                              or all(extra(v) for k, v in x.items() if k not in known))
+        elif kw == "required":
+            checks.append(lambda x, req=tuple(arg): not isinstance(x, dict) or all(k in x for k in req))
+        elif kw == "items":
+            if "prefixItems" in sub:
+                raise _Unsupported(kw)
+            item = _compile_check(arg, defs, done)
+            checks.append(lambda x, item=item: not isinstance(x, list) or all(item(i) for i in x))
+        elif kw in ("enum", "const"):
+            values = arg if kw == "enum" else [arg]
+            if not all(v is None or isinstance(v, (str, bool, int, float)) for v in values):
+                raise _Unsupported(kw)
+            if all(isinstance(v, str) for v in values):
+                checks.append(lambda x, texts=frozenset(values): isinstance(x, str) and x in texts)
+            else:
+                checks.append(lambda x, values=values: any(_json_equal(x, v) for v in values))
+        elif kw == "pattern":
+            checks.append(lambda x, rx=re.compile(arg): not isinstance(x, str) or rx.search(x) is not None)
+        elif kw == "minimum":
+            checks.append(lambda x, m=arg: not _IS_TYPE["number"](x) or not x < m)
+        elif kw == "minItems":
+            checks.append(lambda x, n=arg: not isinstance(x, list) or len(x) >= n)
+        elif kw == "minProperties":
+            checks.append(lambda x, n=arg: not isinstance(x, dict) or len(x) >= n)
+        elif kw == "maxProperties":
+            checks.append(lambda x, n=arg: not isinstance(x, dict) or len(x) <= n)
+        elif kw == "not":
+            checks.append(lambda x, f=_compile_check(arg, defs, done): not f(x))
+        elif kw == "if":
+            test = _compile_check(arg, defs, done)
+            then = _compile_check(sub.get("then", True), defs, done)
+            else_ = _compile_check(sub.get("else", True), defs, done)
+            checks.append(lambda x, test=test, then=then, else_=else_: then(x) if test(x) else else_(x))
+        else:
+            raise _Unsupported(kw)
+    return _check_all(checks) if checks else (lambda x: True)
+
+
+@functools.lru_cache(maxsize=1)
+def _quick_check():
+    """x -> True when jsonschema would find nothing wrong with x, compiled from the
+    schema (about ten times quicker than asking jsonschema); None if the schema uses a
+    keyword this does not know. A False sends the file to jsonschema for its findings."""
+    top = dict(schema())
+    for kw in ("$schema", "$id", "$defs"):
+        top.pop(kw, None)
+    try:
+        return _compile_check(top, schema().get("$defs", {}), {})
+    except _Unsupported:
+        return None
 
 
 _TYPE_NAMES = {"string": "text", "integer": "a whole number", "array": "a list", "object": "a mapping",
@@ -466,6 +765,9 @@ def _schema_diagnostic(src: _Source, root, err) -> tuple:
 
 
 def _validate(src: _Source, root, data) -> None:
+    quick = _quick_check()
+    if quick is not None and quick(data):
+        return
     found = {}
     for err in _validator().iter_errors(data):
         pos, diag = _schema_diagnostic(src, root, err)
@@ -482,6 +784,7 @@ class _Build:
     def __init__(self, src: _Source):
         self.src = src
         self.path = src.path
+        self.parsed: dict = {}  # condition text -> (expr, line, column) where first parsed
 
     def span(self, node, end_node=None) -> Span:
         return self.src.span(node, end_node)
@@ -522,12 +825,37 @@ class _Build:
         if not text.strip():
             fail(self.span(node), "schema_error", f"{what} is empty", "write a condition such as `chat.assignee is none`",
                  kind=ParseError)
+        style = node.style
+        if style is None or style == "'" or style == '"':
+            quote = 0 if style is None else 1
+            start = node.start_mark.index + quote
+            if node.end_mark.index - quote - start == len(text) and self.src.source.startswith(text, start):
+                # one line standing as written (what text_offsets finds, found quicker)
+                return self._parse_at(text, *self.src.at(start))
         offsets, remap = self.src.mapper(node, text)
         if all(o == offsets[0] + i for i, o in enumerate(offsets)):
             # the text stands as written (no escapes, no folding): parse it where it stands
             line, col = self.src.at(offsets[0])
             return self._parse(text, line, col, None)
         return _respan(self._parse(text, 1, 1, remap), remap)
+
+    def _parse_at(self, text: str, line: int, col: int):
+        """``text`` parsed where it stands; a text the file repeats (`value: chat.page_url`)
+        is parsed once and its spans moved."""
+        known = self.parsed.get(text)
+        if known is None:
+            expr = self._parse(text, line, col, None)
+            if line > 1 and "\n" not in text:  # one line, and no span is the parser's placeholder (1, 1)
+                self.parsed[text] = (expr, line, col)
+            return expr
+        expr, first_line, first_col = known
+        down, right = line - first_line, col - first_col
+
+        def move(span: Span) -> Span:
+            if span.line != first_line:
+                return span
+            return Span(span.path, line, span.column + right, span.end_line + down, span.end_column + right)
+        return _respan(expr, move)
 
     def _parse(self, text, line, col, remap):
         try:
@@ -643,6 +971,8 @@ def _extend_over_comments(src: _Source, item, node, comments, limit: int):
         if c.line != end_line and c.column < node.start_mark.column + 1:
             break
         end_line, end_col = c.line, c.column + len(c.value)
+    if (end_line, end_col) == (item.span.end_line, item.span.end_column):
+        return item
     span = item.span._replace(end_line=end_line, end_column=end_col)
     return dataclasses.replace(item, span=span)
 

@@ -1,6 +1,9 @@
 """The YAML form of rule files: same AST as .rules, located errors, canonical dump."""
 from __future__ import annotations
 
+import copy
+import dataclasses
+import random
 import time
 from pathlib import Path
 
@@ -8,10 +11,12 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yaml.nodes import MappingNode, ScalarNode
 
-from dsl import ast, vocabulary
-from dsl.errors import ParseError
-from dsl.parser import MAX_SOURCE_BYTES, parse, parse_file
+from dsl import ast, vocabulary, yaml_form
+from dsl.errors import ParseError, Span
+from dsl.formatter import format_expr
+from dsl.parser import MAX_SOURCE_BYTES, parse, parse_expression, parse_file
 from dsl.yaml_form import dump_yaml, load_yaml, load_yaml_file, schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -521,3 +526,139 @@ def test_hand_built_tree_without_spans_dumps():
                     "    timezone: UTC\n    hours:\n      - sat-sun 22:00-02:00\n")
     assert load_yaml(text, "h.yaml") == rf
 
+
+
+# ---------------------------------------------------------------- the libyaml path reads as PyYAML does
+
+def _tree(node):
+    """Every tag, mark, style and value of a composed node tree."""
+    if node is None:
+        return None
+    marks = tuple((m.index, m.line, m.column) for m in (node.start_mark, node.end_mark))
+    head = (type(node).__name__, node.tag, marks, getattr(node, "style", None), getattr(node, "flow_style", None))
+    if isinstance(node, ScalarNode):
+        return head + (node.value,)
+    if isinstance(node, MappingNode):
+        return head + tuple((_tree(k), _tree(v)) for k, v in node.value)
+    return head + tuple(_tree(v) for v in node.value)
+
+
+def _pure_compose(text):
+    loader = yaml_form._Loader(text, "f.yaml")
+    try:
+        return loader.get_single_node(), loader.comments
+    finally:
+        loader.dispose()
+
+
+SAME_BOTH_WAYS = [
+    SPEC_SNIPPET,
+    "rules:\n- id: a\n  then:\n  - close\n",  # indentless sequences
+    "rules:\n  - id: a\n    then: [close]",  # no line break at the end
+    "rules:\r\n  - id: a  # c\r\n    then: []\r\n",
+    "# head\nrules: # after the key\n  - id: 'a'#c\n    title: \"x # y\" # z\n    when: |  # dropped\n"
+    "      a # text\n    then: [close, {tag: x}] # t\n# end",
+    "rules:\n  - id: a\n    then:\n      - unassign:\n      - set: {field: f, value: 3}\n",
+    "",
+    "# only a comment\n",
+]
+
+
+needs_libyaml = pytest.mark.skipif(yaml_form._CParser is None, reason="PyYAML built without libyaml")
+
+
+@needs_libyaml
+@pytest.mark.parametrize("text", SAME_BOTH_WAYS)
+def test_libyaml_path_composes_what_pyyaml_composes(text):
+    fast = yaml_form._compose_fast(text, yaml_form._Lines(text))
+    assert fast is not None, "this text should take the libyaml path"
+    root, comments = _pure_compose(text)
+    assert _tree(fast[0]) == _tree(root)
+    assert fast[1] == comments
+
+
+LEFT_TO_PYYAML = [
+    # where libyaml reads a file otherwise than PyYAML, PyYAML's reading stands
+    ("rules: |#x\n", "yaml_error", 1, 9, "expected chomping or indentation indicators, but found '#'"),
+    ("rules: [a?b]\n", "yaml_error", 1, 10, "expected ',' or ']', but got '?'"),
+    ("rules:\n  - id: a\n    title:\tx\n    then: []\n", "yaml_error", 3, 11, "a tab in YAML indentation"),
+    ("rules: [{tag: }]\n", "schema_error", 1, 10, "unknown key `tag` in rule"),
+]
+
+
+@pytest.mark.parametrize("text,code,line,column,message", LEFT_TO_PYYAML)
+def test_files_libyaml_reads_otherwise_get_pyyamls_reading(text, code, line, column, message):
+    assert yaml_form._compose_fast(text, yaml_form._Lines(text)) is None
+    d = error_of(text)
+    assert (d.code, d.span.line, d.span.column) == (code, line, column)
+    assert d.message.startswith(message)
+
+
+def test_directives_tags_and_anchors_are_read_by_pyyaml():
+    for text in ("%YAML 1.2\n---\nrules: []\n", "rules:\n  - id: !!str a\n    then: []\n",
+                 "rules:\n  - &x id: a\n    then: []\n"):
+        assert yaml_form._compose_fast(text, yaml_form._Lines(text)) is None
+    assert load_yaml("rules:\n  - id: !!str a\n    then: []\n").items[0].id == "a"
+
+
+def _spans(node):
+    """Every span in an expression tree (spans take no part in equality)."""
+    out = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        for v in value if isinstance(value, tuple) and not isinstance(value, Span) else (value,):
+            if isinstance(v, Span):
+                out.append(tuple(v))
+            elif dataclasses.is_dataclass(v):
+                out += _spans(v)
+    return out
+
+
+def test_a_repeated_condition_is_located_where_each_one_stands():
+    text = ("rules:\n  - id: a\n    when: chat.x == [1]\n    then:\n      - set: {field: f, value: chat.page_url}\n"
+            "  - id: b\n    when: 'chat.x == [1]'\n    then:\n      - set: {field: g, value: chat.page_url}\n"
+            "      - set: {field: h,  value: \"chat.page_url\"}\n")
+    rule_a, rule_b = load_yaml(text, "r.yaml").items
+    exprs = [rule_a.when, rule_a.actions[0].value, rule_b.when, rule_b.actions[0].value, rule_b.actions[1].value]
+    lines = text.split("\n")
+    for expr, (line, needle) in zip(exprs, [(3, "chat.x"), (5, "chat.page_url"), (7, "chat.x"), (9, "chat.page_url"),
+                                           (10, "chat.page_url")]):
+        column = lines[line - 1].index(needle) + 1
+        fresh = parse_expression(format_expr(expr), "r.yaml", line, column)
+        assert expr == fresh and _spans(expr) == _spans(fresh)
+        assert (expr.span.line, expr.span.column) == (line, column)
+
+
+def test_quick_schema_check_agrees_with_jsonschema():
+    check = yaml_form._quick_check()
+    assert check is not None  # the schema uses only keywords it knows: valid files skip jsonschema
+    validator = jsonschema.Draft202012Validator(schema())
+    base = yaml_form._to_data("all.yaml", _pure_compose(dump_yaml(parse(ALL_FORMS, "all.rules")))[0])
+    assert check(base) and validator.is_valid(base)
+    values = [None, True, False, 0, 1, -1, 2.0, 2.5, "", "x", "close", "operators", "customer", "actor", "default.a",
+              "1a", "mon-fri 09:00-18:00", [], {}, ["x"], {"agent": "a"}, {"a": 1}]
+    keys = ["id", "then", "when", "on", "priority", "title", "override", "disable", "tag", "set", "assign", "notify",
+            "subscribe", "reply", "agent", "department", "by", "to", "except", "template", "field", "value", "article",
+            "hours", "timezone", "rules", "schedules", "x"]
+    rng = random.Random(7)
+    valid = 0
+    for _ in range(600):
+        doc = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 2)):
+            holders = []
+            stack = [doc]
+            while stack:
+                x = stack.pop()
+                if isinstance(x, (dict, list)):
+                    holders.append(x)
+                    stack += x.values() if isinstance(x, dict) else x
+            h = rng.choice(holders)
+            if isinstance(h, dict) and h and rng.random() < 0.5:
+                h[rng.choice(list(h))] = copy.deepcopy(rng.choice(values))
+            elif isinstance(h, dict):
+                h[rng.choice(keys)] = copy.deepcopy(rng.choice(values))
+            elif h:
+                h[rng.randrange(len(h))] = copy.deepcopy(rng.choice(values + [{k: rng.choice(values)} for k in keys]))
+        assert check(doc) == validator.is_valid(doc), doc
+        valid += check(doc)
+    assert valid > 20  # some mutations keep the file valid: both answers are exercised
