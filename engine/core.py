@@ -79,14 +79,31 @@ def _wakers(rule, schedules) -> tuple:
     return tuple(out)
 
 
+_COMPILED: dict = {}  # id(ruleset) -> (ruleset, rules): a service builds an Engine per command
+
+
+def _compiled_rules(ruleset) -> list:
+    """The rule set's conditions as generated functions, compiled once per rule set."""
+    hit = _COMPILED.get(id(ruleset))
+    if hit is not None and hit[0] is ruleset:
+        return hit[1]
+    rules = [_Rule(r, compile_condition(r.when, ruleset.schedules), i, _wakers(r, ruleset.schedules))
+             for i, r in enumerate(ruleset.rules)]
+    if len(_COMPILED) >= 16:  # a few versions stay warm; an old one compiles again if it comes back
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[id(ruleset)] = (ruleset, rules)
+    return rules
+
+
 class Engine:
     """Runs a compiled RuleSet against a World of chats on an injected clock."""
 
     def __init__(self, ruleset, world: World | None = None, *, articles=None, canned=None,
                  tracing: bool = False, max_cascade: int = MAX_CASCADE, observer=None):
         self.world = world if world is not None else World()
-        self.articles = dict(articles or {})
-        self.canned = dict(canned or {})
+        # mappings, looked up by key only (a service passes lazy ones)
+        self.articles = articles if articles is not None else {}
+        self.canned = canned if canned is not None else {}
         self.tracing = tracing
         # observer(rule, ctx, value) is told of every evaluation (coverage uses it)
         self.observer = observer
@@ -105,8 +122,7 @@ class Engine:
         """Activate a rule set. Deadlines of rules it no longer has are dropped; its state
         rules take effect from each chat's next event or deadline."""
         self.ruleset = ruleset
-        self.rules = [_Rule(r, compile_condition(r.when, ruleset.schedules), i, _wakers(r, ruleset.schedules))
-                      for i, r in enumerate(ruleset.rules)]
+        self.rules = _compiled_rules(ruleset)
         self._by_id = {r.id: r for r in self.rules}
         self._plans: dict[str, list] = {}
         self._timed = [r for r in self.rules if r.rule.on is None and (r.rule.temporals or r.wakers)]

@@ -162,6 +162,7 @@ class World:
     rr_last: dict = field(default_factory=dict)
     event_seq: int = 0
     open_by_agent: dict = field(default_factory=dict)  # agent id -> open chats assigned
+    open_loader: object = None  # agent id -> stored count (a service's lazy source)
 
     def add_agent(self, id: str, name=None, departments=(), access_chats=True, channels=None,
                   status="online", max_chats=None) -> Agent:
@@ -200,12 +201,15 @@ class World:
 
         Kept as a count that the commands update where an assignee or a status changes,
         so capacity checks do not scan every chat; chats put into ``chats`` by hand
-        (tests) are counted by :meth:`recount`."""
+        (tests) are counted by :meth:`recount`. A service holding one chat of many sets
+        ``open_loader`` to read an agent's stored count the first time it is needed."""
+        if agent_id not in self.open_by_agent and self.open_loader is not None:
+            self.open_by_agent[agent_id] = self.open_loader(agent_id)
         return self.open_by_agent.get(agent_id, 0)
 
     def count_open(self, agent_id: str | None, delta: int) -> None:
         if agent_id is not None:
-            self.open_by_agent[agent_id] = self.open_by_agent.get(agent_id, 0) + delta
+            self.open_by_agent[agent_id] = self.open_chats(agent_id) + delta
 
     def recount(self) -> None:
         self.open_by_agent = {}

@@ -53,9 +53,9 @@ def render_email(row, secret: str, domain: str, sender: str) -> EmailMessage:
     return msg
 
 
-def deliver_pending(db, settings, now: float) -> int:
-    """Send every unsent email once; returns how many were sent."""
-    sent = 0
+def deliver_pending(db, settings, now: float) -> tuple[int, int]:
+    """Send every unsent email once; returns (sent, still waiting after a failure)."""
+    sent = failed = 0
     with db.connect() as conn:
         rows = conn.execute(select(S.emails).where(S.emails.c.sent_at.is_(None)).order_by(S.emails.c.id)).mappings().all()
     for row in rows:
@@ -64,12 +64,13 @@ def deliver_pending(db, settings, now: float) -> int:
             _send(msg, settings)
         except (OSError, ValueError, smtplib.SMTPException) as e:  # this one waits; the others go
             log.warning("email %s to %s not sent: %s: %s", row["id"], row["to_addr"], type(e).__name__, e)
+            failed += 1
             continue
         with db.begin() as conn:
             conn.execute(update(S.emails).where(S.emails.c.id == row["id"])
                          .values(sent_at=now, message_id=msg["Message-ID"]))
         sent += 1
-    return sent
+    return sent, failed
 
 
 def _send(msg: EmailMessage, settings) -> None:

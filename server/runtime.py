@@ -35,6 +35,7 @@ class Runtime:
         self.listeners = []  # callables(kind, payload) told of new notifications / messages
         # counts since start, read by /metrics: ("fired", rule) / ("effect", kind) / ("events",)
         self.stats: dict = {}
+        self._emails_waiting = True  # check once at start: a previous process may have left some
         self._ensure_ruleset(rules_paths, defaults)
 
     # ------------------------------------------------------------ rule sets
@@ -76,9 +77,10 @@ class Runtime:
     def ruleset(self):
         """The active compiled RuleSet (compiled once per version)."""
         with self.db.connect() as conn:
-            row = conn.execute(select(S.rulesets).where(S.rulesets.c.active.is_(True))).mappings().first()
-        if self._compiled and self._compiled[0] == row["version"]:
-            return self._compiled[1]
+            version = conn.execute(select(S.rulesets.c.version).where(S.rulesets.c.active.is_(True))).scalar()
+            if self._compiled and self._compiled[0] == version:
+                return self._compiled[1]  # the files are read only when the version changed
+            row = conn.execute(select(S.rulesets).where(S.rulesets.c.version == version)).mappings().first()
         loaded = load_rule_set([], defaults=row["defaults"], texts=row["files"])
         self._compiled = (row["version"], loaded.ruleset)
         return loaded.ruleset
@@ -89,11 +91,11 @@ class Runtime:
         world = World()
         for row in conn.execute(select(S.agents)).mappings():
             world.agents[row["id"]] = agent_from_row(dict(row))
-        counts = conn.execute(select(S.chats.c.assignee, func.count()).where(
-            and_(S.chats.c.status == "open", S.chats.c.assignee.isnot(None))).group_by(S.chats.c.assignee)).all()
-        # capacity counts come from every stored chat; the commands keep them current
-        # for the one chat loaded here
-        world.open_by_agent = {a: n for a, n in counts}
+        # capacity counts come from every stored chat, read per agent only when a rule or
+        # command needs one (indexed by assignee); the commands keep them current for the
+        # one chat loaded here
+        world.open_loader = lambda agent_id: conn.execute(select(func.count()).where(
+            and_(S.chats.c.assignee == agent_id, S.chats.c.status == "open"))).scalar() or 0
         if chat_row is not None:
             chat = chat_from_dict(chat_row["state"])
             world.chats[chat.id] = chat
@@ -182,11 +184,14 @@ class Runtime:
         for cid in chat_ids:
             self.process_pending(cid)
 
-    def _articles(self, conn) -> dict:
-        return {r["slug"]: dict(r) for r in conn.execute(select(S.articles)).mappings()}
+    def _articles(self, conn):
+        """Articles by slug, read from the table only if a reply or rule asks for one."""
+        return _LazyTable(lambda slug: conn.execute(select(S.articles).where(S.articles.c.slug == slug))
+                          .mappings().first(), dict)
 
-    def _canned(self, conn) -> dict:
-        return {r["shortcut"]: r["text"] for r in conn.execute(select(S.canned)).mappings()}
+    def _canned(self, conn):
+        return _LazyTable(lambda key: conn.execute(select(S.canned.c.text).where(S.canned.c.shortcut == key))
+                          .scalar(), lambda v: v)
 
     # ------------------------------------------------------------ processing
 
@@ -247,6 +252,7 @@ class Runtime:
                     continue
                 conn.execute(S.emails.insert().values(key=key, chat_id=eff.chat_id, to_addr=eff.recipient,
                                                       template=eff.template, data=eff.data, at=eff.at))
+                self._emails_waiting = True
         for e in engine.trace:
             if e.kind == "fired":
                 self._count(("fired", e.rule))
@@ -275,12 +281,17 @@ class Runtime:
                     logging.getLogger("chatflow").exception("listener failed")
 
     def after_change(self) -> None:
-        """Deliver what the last changes produced outside the database (emails)."""
+        """Deliver what the last changes produced outside the database (emails). Only
+        when an email was stored since the last delivery (or one failed to go out)."""
+        if not self._emails_waiting:
+            return
+        self._emails_waiting = False
         if self.settings.get("MAILDIR") or self.settings.get("SMTP_URL"):
             from .mail import deliver_pending
 
             with self.lock:
-                deliver_pending(self.db, self.settings, self.clock())
+                _, failed = deliver_pending(self.db, self.settings, self.clock())
+            self._emails_waiting = failed > 0  # a failed one is tried again next time
 
     # ------------------------------------------------------------ deadlines
 
@@ -328,6 +339,32 @@ class Runtime:
         with self.db.begin() as conn:
             conn.execute(update(S.timers).where(and_(S.timers.c.chat_id == chat_id, S.timers.c.due <= now))
                          .values(due=now + seconds))
+
+
+class _LazyTable:
+    """A read-only mapping whose values are looked up one key at a time, when used."""
+
+    def __init__(self, lookup, convert):
+        self._lookup, self._convert, self._seen = lookup, convert, {}
+
+    def _get(self, key):
+        if key not in self._seen:
+            found = self._lookup(key)
+            self._seen[key] = None if found is None else self._convert(found)
+        return self._seen[key]
+
+    def __contains__(self, key):
+        return self._get(key) is not None
+
+    def __getitem__(self, key):
+        value = self._get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key, default=None):
+        value = self._get(key)
+        return default if value is None else value
 
 
 def _trace_json(e) -> dict:
