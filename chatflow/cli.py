@@ -137,6 +137,7 @@ def cmd_fmt(args) -> int:
 
     status = 0
     for path in expand_paths(args.paths):
+        text = None  # this file's text, once read (a previous file's must not be shown)
         try:
             text = decode_source(str(path), path.read_bytes())
             rf = parse_source(text, str(path))
@@ -146,7 +147,7 @@ def cmd_fmt(args) -> int:
             continue
         except SourceError as e:
             for d in e.diagnostics:
-                print(d.render(text if "text" in locals() else None), file=sys.stderr)
+                print(d.render(text), file=sys.stderr)
             status = 1
             continue
         form = args.to or ("yaml" if path.suffix in (".yaml", ".yml") else "rules")

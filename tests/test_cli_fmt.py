@@ -58,3 +58,12 @@ def test_a_broken_file_is_a_located_error(tmp_path, capsys):
     assert main(["fmt", str(f)]) == 1
     err = capsys.readouterr().err
     assert f"{f}:1:15: syntax_error unexpected `tagg`" in err and "did you mean `tag`?" in err
+
+
+def test_an_unreadable_file_after_a_good_one_shows_no_other_files_line(tmp_path, capsys):
+    good, bad = tmp_path / "a.rules", tmp_path / "b.rules"
+    good.write_text(CANONICAL)
+    bad.write_bytes(b"\xff\xfe not text")
+    assert main(["fmt", str(good), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:1:1: bad_encoding" in err and "rule a" not in err
