@@ -50,6 +50,7 @@ class _SplitWord(Exception):
 
 
 _KEYWORD_NAMES: contextvars.ContextVar[list] = contextvars.ContextVar("chatflow_keyword_names")
+# the grammar's keywords: its quoted lowercase literals
 _KEYWORDS = frozenset(re.findall(r'"([a-z_]+)"', GRAMMAR_PATH.read_text(encoding="utf-8")))
 
 
@@ -77,8 +78,7 @@ def _options(callbacks: dict) -> dict:
 
 def keyword_terminals() -> set:
     """Terminal names of the grammar's keywords: Lark names an anonymous ``"and"`` AND."""
-    words = re.findall(r'"([a-z_]+)"', GRAMMAR_PATH.read_text(encoding="utf-8"))
-    return {w.upper() for w in words}
+    return {w.upper() for w in _KEYWORDS}
 
 
 @functools.lru_cache(maxsize=1)
@@ -97,8 +97,7 @@ def _split_word_error(path: str, source: str, token: Token) -> ParseError:
     word = m.group(0) if m else token.value
     from .errors import did_you_mean
 
-    keywords = sorted({t.pattern.value for t in grammar().terminals
-                       if t.pattern.type == "str" and re.fullmatch(r"[a-z_]+", t.pattern.value)})
+    keywords = sorted(_KEYWORDS)
     hint = did_you_mean(word, keywords) if word not in keywords else f"`{word}` is a keyword; something is missing before it"
     span = Span(path, token.line, token.column, token.line, token.column + len(word))
     return ParseError([Diagnostic(span, "syntax_error", f"unexpected `{word}`", hint=hint)])

@@ -48,9 +48,7 @@ def _schema() -> dict:
 
 @functools.lru_cache(maxsize=64)
 def _validator(name: str) -> Draft202012Validator:
-    schema = dict(_schema())
-    schema = {"$defs": schema["$defs"], "$ref": f"#/$defs/{name}"}
-    return Draft202012Validator(schema)
+    return Draft202012Validator({"$defs": _schema()["$defs"], "$ref": f"#/$defs/{name}"})
 
 
 def body(schema_name: str) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import secrets
 
-import pytest
 from sqlalchemy import select
 
 from server import store as S
