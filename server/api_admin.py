@@ -111,6 +111,65 @@ def chat_trace(chat_id):
     return jsonify({"chat_id": chat_id, "runs": [{"at": r["at"], "entries": r["entries"]} for r in rows]})
 
 
+@bp.post("/dry-run")
+def dry_run():
+    """A scenario (YAML text) run on a virtual clock against the active rule set, or
+    against ``files`` (a draft not yet uploaded): the timeline ``chatflow dry-run
+    --format json`` prints, and whether its expectations are met. Sends nothing."""
+    require_admin()
+    data = body("DryRun")
+    if "files" in data:
+        loaded, diagnostics = _check({"files": data["files"], "defaults": data.get("defaults", True)})
+    else:
+        with _runtime().db.connect() as conn:
+            row = conn.execute(select(S.rulesets).where(S.rulesets.c.active.is_(True))).mappings().first()
+        loaded = load_rule_set([], defaults=row["defaults"], texts=row["files"])
+        diagnostics = [d.as_json() for d in loaded.diagnostics]
+    if not loaded.result.ok:
+        raise ApiError(422, "rules_invalid", "the rule set does not compile", {"diagnostics": diagnostics})
+    return jsonify(_run_scenario(data["scenario"], data.get("test"), loaded))
+
+
+SCENARIO_NAME = "scenario.yaml"
+
+
+def _run_scenario(text: str, test_name: str | None, loaded) -> dict:
+    import json
+    import tempfile
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from chatflow.scenario_cli import _entry_json  # the same entries as `chatflow dry-run --format json`
+    from dsl.errors import SourceError
+    from engine.scenario import load_scenario, run_test
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / SCENARIO_NAME
+        path.write_text(text, encoding="utf-8")
+        try:
+            # `rules:` paths are never read here: only the loaded rule set runs
+            scenario = load_scenario(path)
+        except SourceError as e:
+            diagnostics = [{**d.as_json(), "path": SCENARIO_NAME} for d in e.diagnostics]
+            raise ApiError(422, "scenario_invalid", diagnostics[0]["message"], {"diagnostics": diagnostics}) from None
+    scenario.path = SCENARIO_NAME
+    scenario.loaded = loaded
+    names = [t.name for t in scenario.tests]
+    tests = [t for t in scenario.tests if test_name is None or t.name == test_name]
+    if not tests:
+        raise ApiError(422, "unknown_test", f"no test named {test_name!r}", {"tests": names})
+    result = run_test(scenario, tests[0], tracing=True)
+    out = {
+        "test": tests[0].name, "tests": names, "passed": result.passed,
+        "start": datetime.fromtimestamp(scenario.start, timezone.utc).isoformat().replace("+00:00", "Z"),
+        "timeline": [_entry_json(e, scenario.start) for e in result.engine.trace],
+        "failures": [{"where": f.where, "expected": f.expected, "got": f.got, "line": f.line} for f in result.failures],
+        "notes": ["`rules:` is ignored here: the scenario runs against the rule set of this request"]
+        if scenario.rules else [],
+    }
+    return json.loads(json.dumps(out, default=str))  # values such as sets print as the CLI prints them
+
+
 def _replace_row(table, key_name: str, key: str, schema_name: str):
     """PUT semantics for a row named in the URL: the body, validated, replaces the row."""
     require_admin()

@@ -178,6 +178,17 @@ def _me_json(row) -> dict:
                                 "is_admin", "reply_shortcut")}
 
 
+@bp.get("/agents")
+def list_agents():
+    """The operators (agents with access_chats): whom a note can @mention and a chat be
+    assigned to. Ids, names, departments and status only."""
+    current_agent()
+    with _runtime().db.connect() as conn:
+        rows = conn.execute(select(S.agents.c.id, S.agents.c.name, S.agents.c.departments, S.agents.c.status)
+                            .where(S.agents.c.access_chats.is_(True)).order_by(S.agents.c.id)).mappings().all()
+    return jsonify({"agents": [dict(r) for r in rows]})
+
+
 @bp.get("/canned")
 def list_canned():
     current_agent()
