@@ -99,12 +99,15 @@ class Engine:
     """Runs a compiled RuleSet against a World of chats on an injected clock."""
 
     def __init__(self, ruleset, world: World | None = None, *, articles=None, canned=None,
-                 tracing: bool = False, max_cascade: int = MAX_CASCADE, observer=None):
+                 tracing: bool = False, why: str = "all", max_cascade: int = MAX_CASCADE, observer=None):
         self.world = world if world is not None else World()
         # mappings, looked up by key only (a service passes lazy ones)
         self.articles = articles if articles is not None else {}
         self.canned = canned if canned is not None else {}
         self.tracing = tracing
+        # with tracing, each rule entry explains its condition: "all" rules (dry-run) or only
+        # the ones that "fired" (the service: explaining costs more than evaluating)
+        self.why_all = why == "all"
         # observer(rule, ctx, value) is told of every evaluation (coverage uses it)
         self.observer = observer
         self.max_cascade = max_cascade
@@ -253,8 +256,9 @@ class Engine:
             else:
                 was, fire = None, value
             if tracing:
+                explained = r.rule.when is not None and (fire or self.why_all)
                 self._log("rule", at, chat_id, rule=r.id, event=event_type, event_id=key_event, fired=fire,
-                          detail={"why": explain(r.rule.when, ctx, self.ruleset.schedules) if r.rule.when is not None else [],
+                          detail={"why": explain(r.rule.when, ctx, self.ruleset.schedules) if explained else [],
                                   "state_rule": r.rule.on is None, "was_true": was})
             if fire:
                 events, stopped = self._fire(r, ctx, key_event, at, out)

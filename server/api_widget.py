@@ -7,10 +7,11 @@ import secrets
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import select
 
+from engine.model import CommandRefused
 from engine.snapshot import chat_from_dict
 
 from . import store as S
-from .http import body, customer_chat
+from .http import ApiError, body, customer_chat, customer_token_hash
 from .views import customer_chat as customer_chat_json
 
 bp = Blueprint("widget", __name__, url_prefix="/api/widget")
@@ -53,25 +54,32 @@ def list_messages(chat_id):
 
 @bp.post("/chats/<chat_id>/messages")
 def send_message(chat_id):
-    customer_chat(chat_id)
+    token_hash = customer_token_hash()
     data = body("CustomerMessage")
-    _runtime().command("customer_message", chat_id, text=data["text"], via="widget")
-    _runtime().after_change()
-    return jsonify(_chat_json(chat_id)), 201
+    return jsonify(_command(chat_id, token_hash, "customer_message", text=data["text"], via="widget")), 201
 
 
 @bp.post("/chats/<chat_id>/read")
 def read(chat_id):
-    customer_chat(chat_id)
-    _runtime().command("customer_reads", chat_id)
-    _runtime().after_change()
-    return jsonify(_chat_json(chat_id))
+    return jsonify(_command(chat_id, customer_token_hash(), "customer_reads"))
 
 
 @bp.post("/chats/<chat_id>/presence")
 def presence(chat_id):
-    customer_chat(chat_id)
+    token_hash = customer_token_hash()
     data = body("Presence")
-    _runtime().command("customer_returns" if data["online"] else "customer_leaves", chat_id)
-    _runtime().after_change()
-    return jsonify(_chat_json(chat_id))
+    return jsonify(_command(chat_id, token_hash, "customer_returns" if data["online"] else "customer_leaves"))
+
+
+def _command(chat_id: str, token_hash: str, command: str, **args) -> dict:
+    """Run a customer's command on the chat its token opens (checked in the command's own
+    transaction: a wrong token is ``unknown_chat``), and answer with the chat it left."""
+    runtime = _runtime()
+    try:
+        _, chat = runtime.run_command(command, chat_id, token_hash=token_hash, **args)
+    except CommandRefused as e:
+        if e.code == "unknown_chat":  # the same answer customer_chat gives: nothing to probe
+            raise ApiError(404, "unknown_chat", "no such chat for this token") from None
+        raise
+    runtime.after_change()
+    return customer_chat_json(chat)

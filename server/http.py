@@ -131,13 +131,20 @@ def require_admin():
     return agent
 
 
-def customer_chat(chat_id: str) -> dict:
-    """The chat row a customer token opens; the token opens exactly one chat."""
+def customer_token_hash() -> str:
+    """The hash of the request's customer chat token, or ApiError 401 when there is none.
+    Commands check it against the chat inside their own transaction."""
     token = _bearer() or request.headers.get("X-Chat-Token")
     if not token:
         raise ApiError(401, "unauthorized", "the chat token is required (Authorization: Bearer TOKEN)")
+    return S.token_hash(token)
+
+
+def customer_chat(chat_id: str) -> dict:
+    """The chat row a customer token opens; the token opens exactly one chat."""
+    hashed = customer_token_hash()
     with current_app.extensions["chatflow"].db.connect() as conn:
-        row = conn.execute(select(S.chats).where(S.chats.c.token_hash == S.token_hash(token))).mappings().first()
+        row = conn.execute(select(S.chats).where(S.chats.c.token_hash == hashed)).mappings().first()
     if row is None or row["id"] != chat_id:
         # the same answer for a wrong token and another chat's token: nothing to probe
         raise ApiError(404, "unknown_chat", "no such chat for this token")

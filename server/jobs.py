@@ -48,9 +48,7 @@ def make_queue(settings: dict, connection=None):
 
 def process_chats(chat_ids: list) -> int:
     """Run the rules on the new events of these chats; returns how many events."""
-    total = 0
-    for chat_id in chat_ids:
-        total += _runtime.process_pending(chat_id)
+    total = _runtime.process_chats(chat_ids)
     _runtime.after_change()
     return total
 

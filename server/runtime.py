@@ -10,10 +10,14 @@ and no effect is stored twice.
 """
 from __future__ import annotations
 
+import logging
+import secrets
 import threading
 import time
+from dataclasses import replace
+from typing import NamedTuple
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 
 from dsl.loader import load_rule_set
 from engine.core import Engine
@@ -21,6 +25,8 @@ from engine.model import CommandRefused, World
 from engine.snapshot import agent_from_row, chat_from_dict, chat_to_dict, event_from_dict, event_to_dict
 
 from . import store as S
+
+log = logging.getLogger("chatflow")
 
 
 class Runtime:
@@ -77,23 +83,33 @@ class Runtime:
     def ruleset(self):
         """The active compiled RuleSet (compiled once per version)."""
         with self.db.connect() as conn:
-            version = conn.execute(select(S.rulesets.c.version).where(S.rulesets.c.active.is_(True))).scalar()
-            if self._compiled and self._compiled[0] == version:
-                return self._compiled[1]  # the files are read only when the version changed
-            row = conn.execute(select(S.rulesets).where(S.rulesets.c.version == version)).mappings().first()
+            return self._ruleset_at(conn, conn.execute(select(_ACTIVE_VERSION)).scalar())
+
+    # ------------------------------------------------------------ loading and saving chats
+
+    def _ruleset_at(self, conn, version):
+        """The compiled rule set of ``version`` (compiled once per version and process)."""
+        compiled = self._compiled
+        if compiled and compiled[0] == version:
+            return compiled[1]  # the files are read only when the version changed
+        row = conn.execute(select(S.rulesets).where(S.rulesets.c.version == version)).mappings().first()
         loaded = load_rule_set([], defaults=row["defaults"], texts=row["files"])
         self._compiled = (row["version"], loaded.ruleset)
         return loaded.ruleset
 
-    # ------------------------------------------------------------ loading and saving a chat
+    def _agents(self, conn) -> dict:
+        return {row["id"]: agent_from_row(dict(row)) for row in conn.execute(select(S.agents)).mappings()}
 
-    def _world(self, conn, chat_row=None) -> World:
+    def _world(self, conn, chat_row=None, agents=None, shared: World | None = None) -> World:
+        """A World holding one stored chat. The chats of one batch share the agents, the
+        capacity counts and the round robin (``shared``), as they would in one World."""
         world = World()
-        for row in conn.execute(select(S.agents)).mappings():
-            world.agents[row["id"]] = agent_from_row(dict(row))
+        world.agents = self._agents(conn) if agents is None else agents
+        if shared is not None:
+            world.open_by_agent, world.rr_last = shared.open_by_agent, shared.rr_last
         # capacity counts come from every stored chat, read per agent only when a rule or
         # command needs one (indexed by assignee); the commands keep them current for the
-        # one chat loaded here
+        # chats loaded here
         world.open_loader = lambda agent_id: conn.execute(select(func.count()).where(
             and_(S.chats.c.assignee == agent_id, S.chats.c.status == "open"))).scalar() or 0
         if chat_row is not None:
@@ -102,29 +118,43 @@ class Runtime:
             world.event_seq = chat_row["event_seq"]
         return world
 
-    def _chat_row(self, conn, chat_id):
-        q = select(S.chats).where(S.chats.c.id == chat_id)
+    def _chat_rows(self, conn, chat_ids) -> list:
+        """The chats' rows, locked for this transaction, in id order (so two batches lock
+        in the same order), each with the active rule set's version read in the same query."""
+        ids = sorted(set(chat_ids))
+        where = S.chats.c.id == ids[0] if len(ids) == 1 else S.chats.c.id.in_(ids)
+        q = select(S.chats, _ACTIVE_VERSION.label("ruleset_version")).where(where).order_by(S.chats.c.id)
         if conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        return conn.execute(q).mappings().first()
+            q = q.with_for_update(of=S.chats)
+        return conn.execute(q).mappings().all()
 
-    def _save_chat(self, conn, world, chat_id, rule_state=None, new=False, token_hash=None) -> None:
+    def _chat_row(self, conn, chat_id):
+        rows = self._chat_rows(conn, [chat_id])
+        return rows[0] if rows else None
+
+    def _chat_values(self, world, chat_id, rule_state=None) -> dict:
         chat = world.chats[chat_id]
         values = dict(channel=chat.channel, status=chat.status, assignee=chat.assignee,
                       customer_id=chat.customer.id, state=chat_to_dict(chat), event_seq=world.event_seq,
                       updated_at=self.clock())
         if rule_state is not None:
             values["rule_state"] = rule_state
+        return values
+
+    def _save_chat(self, conn, world, chat_id, rule_state=None, new=False, token_hash=None) -> None:
+        values = self._chat_values(world, chat_id, rule_state)
         if new:
+            chat = world.chats[chat_id]
+            values.setdefault("rule_state", {})
             conn.execute(S.chats.insert().values(id=chat_id, created_at=chat.created_at, token_hash=token_hash,
-                                                 rule_state=rule_state or {}, **values))
+                                                 **values))
         else:
             conn.execute(update(S.chats).where(S.chats.c.id == chat_id).values(**values))
 
     def _store_events(self, conn, evs) -> None:
-        for e in evs:
-            conn.execute(S.events.insert().values(id=e.id, chat_id=e.chat_id, type=e.type,
-                                                  payload=event_to_dict(e), at=e.at))
+        if evs:
+            conn.execute(S.events.insert(), [dict(id=e.id, chat_id=e.chat_id, type=e.type, payload=event_to_dict(e),
+                                                  at=e.at) for e in evs])
 
     # ------------------------------------------------------------ commands
 
@@ -145,7 +175,14 @@ class Runtime:
 
     def command(self, command: str, chat_id: str | None, **args):
         """Apply an input command to a stored chat (outbox), then run the rules on it."""
+        return self.run_command(command, chat_id, **args)[0]
+
+    def run_command(self, command: str, chat_id: str | None, token_hash: str | None = None, **args) -> tuple:
+        """:meth:`command`, returning ``(events, chat)``: the chat as the command left it
+        (None for agent-wide commands), so a caller can answer without reading it again.
+        With ``token_hash`` the chat must be the one that customer token opens."""
         now = self.clock()
+        chat = None
         with self.lock:
             with self.db.begin() as conn:
                 if chat_id is None:  # agent_status: touches the agent, and its chats
@@ -159,30 +196,38 @@ class Runtime:
                     # an agent's event concerns each chat it is responsible for: one copy
                     # per chat, so each chat processes its own in order
                     # (agent events have no chat sequence: a random part keeps their ids unique)
-                    import secrets
-                    from dataclasses import replace
-
                     tag = secrets.token_hex(6)
                     self._store_events(conn, [replace(e, chat_id=cid, id=f"{e.id}.{tag}@{cid}")
                                               for e in evs for cid in affected])
                 else:
                     row = self._chat_row(conn, chat_id)
-                    if row is None:
+                    if row is None or (token_hash is not None and row["token_hash"] != token_hash):
+                        # a wrong token and another chat's token get the same answer
                         raise CommandRefused("unknown_chat", f"no chat {chat_id!r}")
                     world = self._world(conn, row)
-                    engine = Engine(self.ruleset(), world, articles=self._articles(conn), canned=self._canned(conn))
+                    engine = Engine(self._ruleset_at(conn, row["ruleset_version"]), world,
+                                    articles=self._articles(conn), canned=self._canned(conn))
                     evs = engine.apply(command, now, chat_id=chat_id, **args)
                     self._save_chat(conn, world, chat_id)
                     self._store_events(conn, evs)
                     affected = [chat_id]
+                    chat = world.chats[chat_id]
         self.dispatch(affected)
-        return evs
+        if chat is not None and getattr(self.dispatch, "__func__", None) is Runtime.dispatch:
+            chat = self.load_chat(chat_id)  # embedded: the rules have run; show what they did
+        return evs, chat
+
+    def load_chat(self, chat_id: str):
+        """The stored chat (engine.model.Chat), or None."""
+        with self.db.connect() as conn:
+            state = conn.execute(select(S.chats.c.state).where(S.chats.c.id == chat_id)).scalar()
+        return None if state is None else chat_from_dict(state)
 
     def dispatch(self, chat_ids) -> None:
         """Run the rules on these chats' new events. Embedded: right here, after the
         commit. Scaled mode replaces this with an RQ enqueue (server.jobs)."""
-        for cid in chat_ids:
-            self.process_pending(cid)
+        if chat_ids:
+            self.process_chats(chat_ids)
 
     def _articles(self, conn):
         """Articles by slug, read from the table only if a reply or rule asks for one."""
@@ -193,78 +238,126 @@ class Runtime:
         return _LazyTable(lambda key: conn.execute(select(S.canned.c.text).where(S.canned.c.shortcut == key))
                           .scalar(), lambda v: v)
 
-    # ------------------------------------------------------------ processing
+    # ------------------------------------------------------------ processing (in batches)
 
     def process_pending(self, chat_id: str) -> int:
         """Run the rules on a chat's unprocessed events, in order; returns how many."""
         with self.lock:
-            count, signals = self._process_pending(chat_id)
-            self._publish(signals)
+            count, signals = self._process_batch([chat_id])
+        self._publish(signals)
+        return count
+
+    def process_chats(self, chat_ids) -> int:
+        """Run the rules on the unprocessed events of many chats in one transaction (one
+        read of their rows, events and deadlines; one write of each kind). If the batch
+        fails, each chat is tried on its own, so one bad chat holds back no other."""
+        ids = sorted(set(chat_ids))
+        if len(ids) <= 1:
+            return sum(self.process_pending(cid) for cid in ids)
+        try:
+            with self.lock:
+                count, signals = self._process_batch(ids)
+        except Exception:
+            log.warning("a batch of %d chats failed; processing them one by one", len(ids), exc_info=True)
+            count = 0
+            for cid in ids:
+                try:
+                    count += self.process_pending(cid)
+                except Exception:  # logged; its events stay in the outbox and are relayed again
+                    log.exception("processing chat %s failed", cid)
             return count
+        self._publish(signals)
+        return count
 
-    def _process_pending(self, chat_id: str) -> tuple:
+    def _process_batch(self, chat_ids) -> tuple:
         with self.db.begin() as conn:
-            row = self._chat_row(conn, chat_id)
-            if row is None:
+            rows = self._chat_rows(conn, chat_ids)
+            if not rows:
                 return 0, []
-            cond = and_(S.events.c.processed_at.is_(None), S.events.c.chat_id == chat_id)
-            pending = conn.execute(select(S.events).where(cond).order_by(S.events.c.seq)).mappings().all()
-            if not pending:
-                return 0, [("chat", {"chat_id": chat_id})]
-            world = self._world(conn, row)
-            engine = self._engine(conn, world, chat_id, row)
-            now = max(e["at"] for e in pending)
-            for e in pending:
-                ev = event_from_dict(e["payload"])
-                engine.process([ev], ev.at)
-            signals = self._commit_engine(conn, world, engine, chat_id, now)
-            self._count(("events",), len(pending))
-            conn.execute(update(S.events).where(S.events.c.seq.in_([e["seq"] for e in pending]))
-                         .values(processed_at=self.clock()))
-            return len(pending), signals
+            ids = [r["id"] for r in rows]
+            where = S.events.c.chat_id.in_(ids) if len(ids) > 1 else S.events.c.chat_id == ids[0]
+            pending: dict = {}
+            for e in conn.execute(select(S.events.c.seq, S.events.c.chat_id, S.events.c.payload)
+                                  .where(and_(S.events.c.processed_at.is_(None), where)).order_by(S.events.c.seq)):
+                pending.setdefault(e.chat_id, []).append(e)
+            rows = [r for r in rows if r["id"] in pending]
+            signals = [("chat", {"chat_id": cid}) for cid in ids if cid not in pending]
+            if not rows:
+                return 0, signals
+            items = self._load(conn, rows)
+            seqs, now = [], 0.0
+            for item in items:
+                for e in pending[item.chat_id]:
+                    ev = event_from_dict(e.payload)
+                    item.engine.process([ev], ev.at)
+                    seqs.append(e.seq)
+                    now = max(now, ev.at)
+            signals += self._store(conn, items, now)
+            self._count(("events",), len(seqs))
+            conn.execute(update(S.events).where(S.events.c.seq.in_(seqs)).values(processed_at=self.clock()))
+            return len(seqs), signals
 
-    def _engine(self, conn, world, chat_id, row) -> Engine:
-        engine = Engine(self.ruleset(), world, articles=self._articles(conn), canned=self._canned(conn), tracing=True)
-        due = {r["rule_id"]: r["due"] for r in conn.execute(select(S.timers).where(S.timers.c.chat_id == chat_id)).mappings()}
-        engine.load_chat_state(chat_id, {"last": (row["rule_state"] or {}).get("last") or {}, "timers": due})
-        return engine
+    def _load(self, conn, rows) -> list:
+        """Worlds and engines for locked chat rows, with their rule memory and deadlines."""
+        ruleset = self._ruleset_at(conn, rows[0]["ruleset_version"])
+        ids = [r["id"] for r in rows]
+        due: dict = {}
+        where = S.timers.c.chat_id.in_(ids) if len(ids) > 1 else S.timers.c.chat_id == ids[0]
+        for t in conn.execute(select(S.timers.c.chat_id, S.timers.c.rule_id, S.timers.c.due).where(where)):
+            due.setdefault(t.chat_id, {})[t.rule_id] = t.due
+        agents = self._agents(conn)
+        shared = World()
+        articles, canned = self._articles(conn), self._canned(conn)
+        items = []
+        for row in rows:
+            world = self._world(conn, row, agents=agents, shared=shared)
+            engine = Engine(ruleset, world, articles=articles, canned=canned, tracing=True, why="fired")
+            engine.load_chat_state(row["id"], {"last": (row["rule_state"] or {}).get("last") or {},
+                                               "timers": due.get(row["id"], {})})
+            items.append(_Loaded(row["id"], world, engine))
+        return items
 
-    def _commit_engine(self, conn, world, engine, chat_id, now) -> list:
-        """Store what an evaluation produced: chat, rule memory, deadlines, effects, trace.
-        Returns the signals to publish once the transaction has committed."""
-        state = engine.chat_state(chat_id)
-        self._save_chat(conn, world, chat_id, rule_state={"last": state["last"]})
-        conn.execute(S.timers.delete().where(S.timers.c.chat_id == chat_id))
-        for rule, due in state["timers"].items():
-            conn.execute(S.timers.insert().values(chat_id=chat_id, rule_id=rule, due=due))
-        new_notes = []
-        for eff in engine.effects:
-            key = eff.idempotency_key
-            if eff.kind == "notify":
-                if conn.execute(select(S.notifications.c.id).where(S.notifications.c.key == key)).first():
-                    continue  # a redelivered event: already stored
-                conn.execute(S.notifications.insert().values(key=key, agent_id=eff.recipient, chat_id=eff.chat_id,
-                                                             rule=eff.rule, template=eff.template, text=eff.text,
-                                                             at=eff.at))
-                new_notes.append(eff)
-            elif eff.kind == "email":
-                if conn.execute(select(S.emails.c.id).where(S.emails.c.key == key)).first():
-                    continue
-                conn.execute(S.emails.insert().values(key=key, chat_id=eff.chat_id, to_addr=eff.recipient,
-                                                      template=eff.template, data=eff.data, at=eff.at))
-                self._emails_waiting = True
-        for e in engine.trace:
-            if e.kind == "fired":
-                self._count(("fired", e.rule))
-            elif e.kind == "cascade_limit":
-                self._count(("cascade_limit",))
-        for eff in engine.effects:
-            self._count(("effect", eff.kind))
-        entries = [_trace_json(e) for e in engine.trace if e.kind != "input"]
-        if entries:
-            conn.execute(S.traces.insert().values(chat_id=chat_id, at=now, entries=entries))
-        signals = [("notification", {"agent_id": eff.recipient, "chat_id": eff.chat_id}) for eff in new_notes]
-        return signals + [("chat", {"chat_id": chat_id})]
+    def _store(self, conn, items, now) -> list:
+        """Store what the evaluations produced: chats, rule memory, deadlines, effects and
+        traces, one statement of each kind. Effects are inserted by their idempotency key
+        (``ON CONFLICT DO NOTHING``), so a redelivered event stores none twice. Returns the
+        signals to publish once the transaction has committed."""
+        chat_rows, timer_rows, note_rows, email_rows, trace_rows = [], [], [], [], []
+        for item in items:
+            engine, cid = item.engine, item.chat_id
+            state = engine.chat_state(cid)
+            values = self._chat_values(item.world, cid, rule_state={"last": state["last"]})
+            values["b_id"] = cid
+            chat_rows.append(values)
+            timer_rows += [dict(chat_id=cid, rule_id=rule, due=at) for rule, at in state["timers"].items()]
+            for eff in engine.effects:
+                self._count(("effect", eff.kind))
+                if eff.kind == "notify":
+                    note_rows.append(dict(key=eff.idempotency_key, agent_id=eff.recipient, chat_id=eff.chat_id,
+                                          rule=eff.rule, template=eff.template, text=eff.text, at=eff.at))
+                elif eff.kind == "email":
+                    email_rows.append(dict(key=eff.idempotency_key, chat_id=eff.chat_id, to_addr=eff.recipient,
+                                           template=eff.template, data=eff.data, at=eff.at))
+            for e in engine.trace:
+                if e.kind == "fired":
+                    self._count(("fired", e.rule))
+                elif e.kind == "cascade_limit":
+                    self._count(("cascade_limit",))
+            entries = [_trace_json(e) for e in engine.trace if e.kind != "input"]
+            if entries:
+                trace_rows.append(dict(chat_id=cid, at=now, entries=entries))
+        ids = [item.chat_id for item in items]
+        conn.execute(update(S.chats).where(S.chats.c.id == bindparam("b_id")), chat_rows)
+        conn.execute(S.timers.delete().where(S.timers.c.chat_id.in_(ids)))
+        if timer_rows:
+            conn.execute(S.timers.insert(), timer_rows)
+        new_notes = _insert_new(conn, S.notifications, note_rows)
+        if _insert_new(conn, S.emails, email_rows):
+            self._emails_waiting = True
+        if trace_rows:
+            conn.execute(S.traces.insert(), trace_rows)
+        signals = [("notification", {"agent_id": r["agent_id"], "chat_id": r["chat_id"]}) for r in new_notes]
+        return signals + [("chat", {"chat_id": cid}) for cid in ids]
 
     def _count(self, key, n=1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
@@ -276,9 +369,7 @@ class Runtime:
                 try:
                     listener(kind, payload)
                 except Exception:  # a broken listener must not undo a committed change
-                    import logging
-
-                    logging.getLogger("chatflow").exception("listener failed")
+                    log.exception("listener failed")
 
     def after_change(self) -> None:
         """Deliver what the last changes produced outside the database (emails). Only
@@ -291,7 +382,8 @@ class Runtime:
 
             with self.lock:
                 _, failed = deliver_pending(self.db, self.settings, self.clock())
-            self._emails_waiting = failed > 0  # a failed one is tried again next time
+            if failed:
+                self._emails_waiting = True  # a failed one is tried again next time
 
     # ------------------------------------------------------------ deadlines
 
@@ -301,7 +393,9 @@ class Runtime:
 
     def run_due(self, now: float | None = None, chat_ids=None) -> int:
         """Fire every deadline due by ``now`` (default: the clock), of all chats or of
-        ``chat_ids`` (claimed by the scheduler); returns how many chats."""
+        ``chat_ids`` (claimed by the scheduler); returns how many chats. They are fired
+        in batches; a batch that fails is retried chat by chat, and a chat that fails on
+        its own is postponed a minute, so it holds back no other deadline."""
         now = self.clock() if now is None else now
         if chat_ids is not None:
             due_chats = list(chat_ids)
@@ -311,34 +405,68 @@ class Runtime:
                     select(S.timers.c.chat_id).where(S.timers.c.due <= now).group_by(S.timers.c.chat_id)
                     .order_by(func.min(S.timers.c.due)))]
         done = 0
-        for chat_id in due_chats:
+        for i in range(0, len(due_chats), BATCH):
+            batch = due_chats[i:i + BATCH]
             try:
-                self._run_due_chat(chat_id, now)
-                done += 1
-            except Exception:  # one chat's failure must not hold back every other deadline
-                import logging
-
-                logging.getLogger("chatflow").exception("deadline of chat %s failed; retried later", chat_id)
-                self._postpone(chat_id, now)
+                done += self._run_due_batch(batch, now)
+                continue
+            except Exception:
+                if len(batch) > 1:
+                    log.warning("a batch of %d due chats failed; firing them one by one", len(batch), exc_info=True)
+                else:
+                    log.exception("deadline of chat %s failed; retried later", batch[0])
+                    self._postpone(batch[0], now)
+                    continue
+            for chat_id in batch:
+                try:
+                    done += self._run_due_batch([chat_id], now)
+                except Exception:  # one chat's failure must not hold back every other deadline
+                    log.exception("deadline of chat %s failed; retried later", chat_id)
+                    self._postpone(chat_id, now)
         return done
 
-    def _run_due_chat(self, chat_id: str, now: float) -> None:
+    def _run_due_batch(self, chat_ids, now: float) -> int:
         with self.lock:
             with self.db.begin() as conn:
-                row = self._chat_row(conn, chat_id)
-                if row is None:
-                    return
-                world = self._world(conn, row)
-                engine = self._engine(conn, world, chat_id, row)
-                engine.run_due(now)
-                signals = self._commit_engine(conn, world, engine, chat_id, now)
-            self._publish(signals)
+                rows = self._chat_rows(conn, chat_ids)
+                if not rows:
+                    return 0
+                items = self._load(conn, rows)
+                for item in items:
+                    item.engine.run_due(now)
+                signals = self._store(conn, items, now)
+        self._publish(signals)
+        return len(items)
 
     def _postpone(self, chat_id: str, now: float, seconds: float = 60.0) -> None:
         """Move a failing chat's due deadlines a minute on, so it is retried, not spun on."""
         with self.db.begin() as conn:
             conn.execute(update(S.timers).where(and_(S.timers.c.chat_id == chat_id, S.timers.c.due <= now))
                          .values(due=now + seconds))
+
+
+BATCH = 100  # chats per transaction when firing deadlines
+_ACTIVE_VERSION = select(S.rulesets.c.version).where(S.rulesets.c.active.is_(True)).scalar_subquery()
+
+
+class _Loaded(NamedTuple):
+    chat_id: str
+    world: World
+    engine: Engine
+
+
+def _insert_new(conn, table, rows) -> list:
+    """Insert the rows whose ``key`` is not stored yet; returns those inserted."""
+    if not rows:
+        return []
+    unique = list({r["key"]: r for r in rows}.values())
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key)
+    stored = {r[0] for r in conn.execute(stmt, unique)}
+    return [r for r in unique if r["key"] in stored]
 
 
 class _LazyTable:

@@ -196,11 +196,9 @@ def test_committing_the_same_evaluation_twice_stores_each_effect_once(api, runti
     def evaluate_and_commit_twice(run):
         for _ in range(2):
             with runtime.db.begin() as conn:
-                row = runtime._chat_row(conn, cid)
-                world = runtime._world(conn, row)
-                engine = runtime._engine(conn, world, cid, row)
-                run(engine)
-                runtime._commit_engine(conn, world, engine, cid, clock.now)
+                [item] = runtime._load(conn, runtime._chat_rows(conn, [cid]))
+                run(item.engine)
+                runtime._store(conn, [item], clock.now)
 
     def process(engine):
         for e in (pending_msg, pending_left):
