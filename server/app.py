@@ -86,7 +86,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["chatflow"] = runtime
     app.config["ADMIN_TOKEN_CREATED"] = _bootstrap_admin(db, settings["ADMIN_TOKEN"])
 
-    from . import api_admin, api_agent, api_inbound, api_widget, live, metrics, openapi
+    from . import api_admin, api_agent, api_inbound, api_widget, live, metrics, openapi, pages
 
     broker = live.Broker()
     app.extensions["chatflow_broker"] = broker
@@ -97,6 +97,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(live.bp)
     app.register_blueprint(api_inbound.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(pages.bp)
     metrics.init_metrics(app, runtime)
     _register_errors(app)
 
