@@ -1,0 +1,357 @@
+"""Analytics on generated histories, on SQLite and on PostgreSQL (the ``backend`` fixture).
+
+A seeded random history of chats is played through the real Runtime on a virtual clock,
+deadlines fired at their exact instants as the deadline thread does. The test keeps its
+own log of what it did and computes every expected figure from that log in plain Python
+(its own walk of the waits, its own model of when the default rules escalate and email,
+``statistics`` for medians and percentiles) — never with server.analytics.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass, field
+
+import pytest
+
+from server import analytics as A
+
+from conftest import START
+
+AGENTS = {"alice": ["sales"], "bob": ["support"], "carol": ["sales", "support"]}
+MIN = 60.0
+ESCALATE_AFTER = 10 * MIN  # default.escalate_unread
+EMAIL_AFTER = 10 * MIN  # default.email_unread_replies
+
+
+@dataclass
+class ChatLog:
+    id: str
+    start: float
+    channel: str
+    department: str | None
+    items: list = field(default_factory=list)  # (t, kind, agent): created customer reply note join close leave email_reply
+
+    @property
+    def assignee(self):
+        return next((a for _, k, a in self.items if k == "join"), None)
+
+
+def generate(seed: int, n_chats: int = 36, span: float = 36 * 3600.0):
+    """(actions, logs): actions are (t, chat id, command, args) to play in time order."""
+    rnd = random.Random(seed)
+    actions, logs = [], []
+    for i in range(n_chats):
+        cid = f"c{i}"
+        t0 = START + rnd.uniform(0, span)
+        log = ChatLog(cid, t0, rnd.choice(["widget", "telegram", "email"]), rnd.choice(["sales", "support", None]))
+        logs.append(log)
+
+        def act(t, command, kind=None, who=None, **args):
+            actions.append((t, cid, command, args))
+            if kind:
+                log.items.append((t, kind, who))
+
+        with_text = rnd.random() < 0.9
+        act(t0, "start_chat", "created", customer={"id": f"u{i}", "name": f"U{i}", "email": f"u{i}@example.com"},
+            channel=log.channel, department=log.department, **({"text": "Hello"} if with_text else {}))
+        if with_text:
+            log.items.append((t0, "customer", None))
+        t = t0
+        agent = rnd.choice(sorted(AGENTS)) if rnd.random() < 0.85 else None
+        joined = None
+        for r in range(rnd.randint(1, 4)):
+            if r > 0 or not with_text:
+                t += rnd.uniform(20, 400)
+                act(t, "customer_message", "customer", text="more")
+            for _ in range(rnd.choice([0, 0, 1, 2])):  # more customer messages in the same wait
+                t += rnd.uniform(5, 120)
+                act(t, "customer_message", "customer", text="and")
+            if rnd.random() < 0.3:  # a colleague's note neither answers nor ends the wait
+                t += rnd.uniform(5, 60)
+                other = rnd.choice([a for a in sorted(AGENTS) if a != agent])
+                act(t, "note", "note", other, agent=other, text=f"@{agent or 'alice'} look")
+            if agent is None:
+                continue
+            gap = rnd.uniform(20, 500) if rnd.random() < 0.7 else rnd.uniform(700, 1500)
+            if joined is None:
+                joined = t0 + rnd.uniform(5, min(400.0, t + gap - t0 - 1))
+                act(joined, "join", "join", agent, agent=agent)
+            t = max(t + gap, joined + 1)
+            act(t, "reply", "reply", agent, agent=agent, text="answer")
+        ending = rnd.random()
+        if ending < 0.45:  # closed; sometimes after a last customer message nobody answers
+            if rnd.random() < 0.3:
+                t += rnd.uniform(10, 200)
+                act(t, "customer_message", "customer", text="thanks")
+            t += rnd.uniform(60, 900)
+            closer = agent or rnd.choice(sorted(AGENTS))
+            act(t, "close", "close", closer, agent=closer)
+        elif ending < 0.8 and agent is not None:  # the customer leaves with an unread reply
+            t += rnd.uniform(10, 300)
+            act(t, "customer_leaves", "leave")
+            if rnd.random() < 0.6:
+                last_reply = max(x for x, k, _ in log.items if k == "reply")
+                t = last_reply + EMAIL_AFTER + rnd.uniform(60, 1800)
+                act(t, "email_reply", "email_reply", text="answer by email")
+                if rnd.random() < 0.5:
+                    t += rnd.uniform(30, 900)
+                    act(t, "reply", "reply", agent, agent=agent, text="got it")
+                    if rnd.random() < 0.5:
+                        t += rnd.uniform(60, 500)
+                        act(t, "close", "close", agent, agent=agent)
+        log.items.sort(key=lambda item: item[0])
+    actions.sort(key=lambda a: a[0])
+    return actions, logs
+
+
+def play(runtime, clock, actions, horizon: float) -> None:
+    """Apply the actions in time order, firing each deadline at its own instant first."""
+
+    def deadlines_until(t):
+        while (due := runtime.next_due()) is not None and due < t:
+            clock.now = due
+            runtime.run_due(due)
+
+    for t, cid, command, args in actions:
+        deadlines_until(t)
+        clock.now = t
+        if command == "start_chat":
+            runtime.start_chat(cid, None, **args)
+        else:
+            runtime.command(command, cid, **args)
+    deadlines_until(horizon)
+    clock.now = horizon
+
+
+# ------------------------------------------------------------------ the expected figures, from the log
+
+def p50(values):
+    return statistics.median(values) if values else None
+
+
+def p90(values):
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
+
+
+def waits(log: ChatLog):
+    """(start, end, how, agent): from a customer message with no wait running to the next
+    agent reply ('reply') or close ('close'); end None while still waiting."""
+    out, running = [], None
+    for t, kind, agent in log.items:
+        if kind in ("customer", "email_reply") and running is None:
+            running = t
+        elif kind in ("reply", "close") and running is not None:
+            out.append((running, t, kind, agent))
+            running = None
+    if running is not None:
+        out.append((running, None, None, None))
+    return out
+
+
+def escalations(log: ChatLog, horizon: float) -> list:
+    """When default.escalate_unread fires: the assignee (the one agent who joined; only it
+    replies, and its reply reads what came before) has left a customer message unread
+    for 10 minutes — from the oldest unread one, once per unread run."""
+    join = next((t for t, k, _ in log.items if k == "join"), None)
+    if join is None:
+        return []
+    out, anchor, fired = [], None, False
+    for t, kind, _ in log.items + [(float("inf"), "end", None)]:
+        if anchor is not None and not fired:
+            fire = max(anchor + ESCALATE_AFTER, join)
+            if fire < t and fire < horizon:
+                out.append(fire)
+                fired = True  # once per episode: until the assignee's reply ends it
+        if kind in ("customer", "email_reply") and anchor is None:
+            anchor = t
+        elif kind == "reply":
+            anchor, fired = None, False
+    return out
+
+
+def emails(log: ChatLog, horizon: float) -> list:
+    """When default.email_unread_replies fires: the customer is offline and has not read
+    an agent reply for 10 minutes (a customer message reads the replies before it; the
+    customers here never come back online)."""
+    leave = next((t for t, k, _ in log.items if k == "leave"), None)
+    if leave is None:
+        return []
+    out, anchor, fired = [], None, False
+    for t, kind, _ in log.items + [(float("inf"), "end", None)]:
+        if anchor is not None and not fired:
+            fire = max(anchor + EMAIL_AFTER, leave)
+            if fire < t and fire < horizon:
+                out.append(fire)
+                fired = True  # once per episode: until a customer message reads the replies
+        if kind == "reply" and anchor is None:
+            anchor = t
+        elif kind in ("customer", "email_reply"):
+            anchor, fired = None, False
+    return out
+
+
+def expected(logs, lo, hi, now, horizon, wait_minutes=10.0, channel=None, department=None, agent=None):
+    keep = [c for c in logs if (channel is None or c.channel == channel)
+            and (department is None or c.department == department) and (agent is None or c.assignee == agent)]
+    inside = lambda t: lo <= t < hi  # noqa: E731
+    started = [c for c in keep if inside(c.start)]
+    closed, resolution, responses, first, waited = set(), [], [], [], set()
+    per_agent = {a: {"replies": 0, "notes": 0, "chats": set(), "joins": [], "responses": []} for a in AGENTS}
+    escalated, sent, emailed, answers, answered_by_email = set(), 0, set(), 0, set()
+    for c in keep:
+        opened = c.start
+        for t, kind, who in c.items:
+            if kind == "close" and inside(t):
+                closed.add(c.id)
+                resolution.append(t - opened)
+            if kind == "reply" and inside(t):
+                per_agent[who]["replies"] += 1
+                per_agent[who]["chats"].add(c.id)
+            if kind == "note" and inside(t):
+                per_agent[who]["notes"] += 1
+            if kind == "join" and inside(t):  # one join per chat here: it is the first
+                per_agent[who]["joins"].append(t - c.start)
+            if kind == "email_reply" and inside(t):
+                answers += 1
+                answered_by_email.add(c.id)
+        ws = waits(c)
+        for start, end, how, who in ws:
+            if how == "reply" and inside(end):
+                responses.append(end - start)
+                per_agent[who]["responses"].append(end - start)
+            late = start + wait_minutes * MIN
+            if lo <= late < min(hi, now) and (end is None or end > late):
+                waited.add(c.id)
+        answered = [w for w in ws if w[2] == "reply"]
+        if answered and inside(answered[0][1]):
+            first_customer = min(w[0] for w in ws)
+            first.append(answered[0][1] - first_customer)
+        if any(inside(t) for t in escalations(c, horizon)):
+            escalated.add(c.id)
+        mails = [t for t in emails(c, horizon) if inside(t)]
+        sent += len(mails)
+        if mails:
+            emailed.add(c.id)
+    agents = {a: v for a, v in per_agent.items() if agent is None or a == agent}
+    return {
+        "chats": {"started": len(started), "answered": len(first), "closed": len(closed),
+                  "escalated_unread": len(escalated), "waited_longer": len(waited)},
+        "first_response_time": {"count": len(first), "median": p50(first), "p90": p90(first)},
+        "response_time": {"count": len(responses), "median": p50(responses), "p90": p90(responses)},
+        "resolution_time": {"count": len(resolution), "median": p50(resolution), "p90": p90(resolution)},
+        "email": {"emails_sent": sent, "customers_emailed": len(emailed), "answers_received": answers,
+                  "customers_answered": len(answered_by_email)},
+        "agents": {a: {"chats_handled": len(v["chats"]), "replies": v["replies"], "notes": v["notes"],
+                       "responses": len(v["responses"]), "response_time_median": p50(v["responses"]),
+                       "joins": len(v["joins"]),
+                       "time_to_join": {"median": p50(v["joins"]), "p90": p90(v["joins"])}}
+                   for a, v in agents.items()},
+    }
+
+
+def approx(value):
+    """Times are float sums of epoch seconds: equal to a microsecond."""
+    if isinstance(value, dict):
+        return {k: approx(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return pytest.approx(value, abs=1e-6)
+    return value
+
+
+# ------------------------------------------------------------------ the tests
+
+@pytest.fixture
+def history(api, runtime, clock):
+    api.agents(*((a, {"departments": d}) for a, d in AGENTS.items()))
+    actions, logs = generate(seed=20261125)
+    horizon = max(t for t, *_ in actions) + 3600
+    play(runtime, clock, actions, horizon)
+    return logs, horizon
+
+
+PERIODS = {"everything": (0, None), "a day in the middle": (10 * 3600, 30 * 3600),
+           "half an hour": (5 * 3600, 5 * 3600 + 1800), "the week before": (-7 * 86400, -86400)}
+
+
+def _by_agent(rows):
+    return {a["agent"]: {k: v for k, v in a.items() if k != "agent"} for a in rows}
+
+
+# Each test replays the history (a few seconds on PostgreSQL): the cases of one kind share a test.
+
+def test_overview_and_agents_match_the_figures_computed_from_the_log(runtime, history):
+    logs, horizon = history
+    for name, (lo_h, hi_h) in PERIODS.items():
+        lo = START + lo_h
+        hi = horizon + 1 if hi_h is None else START + hi_h
+        got = A.report(runtime.db, A.Query(lo, hi, now=horizon), parts=("overview", "agents"))
+        want = expected(logs, lo, hi, horizon, horizon)
+        overview = got["overview"]
+        assert overview["chats"] == want["chats"], name
+        for figure in ("first_response_time", "response_time", "resolution_time"):
+            assert overview[figure] == approx(want[figure]), (name, figure)
+        assert overview["email"] == want["email"], name
+        assert _by_agent(got["agents"]) == approx(want["agents"]), name
+        if hi_h is None:  # the generated history does exercise every figure
+            assert all(want["chats"].values()) and all(want["email"].values())
+            assert all(v["notes"] for v in want["agents"].values())
+        if lo_h < 0:
+            assert not any(want["chats"].values()) and overview["response_time"]["median"] is None
+
+
+def test_filters_keep_only_the_matching_chats(runtime, history):
+    logs, horizon = history
+    lo, hi = START, horizon + 1
+    for filters in ({"channel": "telegram"}, {"department": "sales"}, {"agent": "bob"},
+                    {"channel": "widget", "department": "support"}):
+        got = A.report(runtime.db, A.Query(lo, hi, now=horizon, **filters), parts=("overview", "agents"))
+        want = expected(logs, lo, hi, horizon, horizon, **filters)
+        assert got["overview"]["chats"] == want["chats"], filters
+        assert got["overview"]["response_time"] == approx(want["response_time"]), filters
+        assert got["overview"]["resolution_time"] == approx(want["resolution_time"]), filters
+        assert got["overview"]["email"] == want["email"], filters
+        assert _by_agent(got["agents"]) == approx(want["agents"]), filters
+
+
+def test_waited_longer_counts_the_chats_whose_customer_waited_past_the_threshold(runtime, history):
+    logs, horizon = history
+    for minutes in (1, 5, 20):
+        # the whole history as of its end; and a period still running at "now"
+        for lo, hi, now in ((START, horizon + 1, horizon), (START, START + 20 * 3600, START + 12 * 3600)):
+            got = A.report(runtime.db, A.Query(lo, hi, now=now, wait_minutes=minutes), parts=("overview",))
+            want = expected(logs, lo, hi, now, horizon, wait_minutes=minutes)
+            assert got["overview"]["chats"]["waited_longer"] == want["chats"]["waited_longer"], (minutes, now)
+
+
+def test_rule_figures_come_from_the_traces(runtime, history):
+    logs, horizon = history
+    lo, hi = START + 6 * 3600, START + 30 * 3600
+    rules = {r["rule"]: r for r in A.report(runtime.db, A.Query(lo, hi, now=horizon), parts=("rules",),
+                                            rule_ids=["never.ran"])["rules"]}
+    fires = sorted(t for c in logs for t in escalations(c, horizon) if lo <= t < hi)
+    mails = sorted(t for c in logs for t in emails(c, horizon) if lo <= t < hi)
+    started = [c for c in logs if lo <= c.start < hi]
+    esc = rules["default.escalate_unread"]
+    assert esc["fired"] == len(fires) and esc["last_fired"] == pytest.approx(fires[-1])
+    # every subscriber is told: the three operators subscribed when the chat started
+    assert esc["effects"] == 3 * len(fires)
+    mail = rules["default.email_unread_replies"]
+    assert (mail["fired"], mail["effects"]) == (len(mails), len(mails))
+    new = rules["default.subscribe_operators"]
+    assert (new["fired"], new["evaluated"], new["effects"]) == (len(started), len(started), 3 * len(started))
+    for r in rules.values():
+        assert r["evaluated"] >= r["fired"]
+    assert rules["never.ran"] == {"rule": "never.ran", "evaluated": 0, "fired": 0, "effects": 0, "last_fired": None}
+
+
+def test_percentile_interpolates_like_percentile_cont():
+    assert A.percentile([], 0.5) is None
+    assert A.percentile([7.0], 0.9) == 7.0
+    assert A.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert A.percentile(list(range(11)), 0.9) == pytest.approx(9.0)
+    assert A.percentile([10.0, 0.0], 0.9) == pytest.approx(9.0)
