@@ -7,9 +7,11 @@ nothing new), which is what makes redelivery after a killed worker safe.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import threading
+import weakref
 
 log = logging.getLogger("chatflow.jobs")
 
@@ -62,19 +64,83 @@ def run_due_chats(chat_ids: list, now: float) -> int:
 
 # ---------------------------------------------------------------- the web side
 
-def enqueue_dispatch(queue):
-    """A Runtime.dispatch that hands chats to the workers. If Redis is down the events
-    stay in the outbox and the scheduler relays them when it is back."""
+def enqueue_dispatch(queue, batching: bool = True):
+    """A Runtime.dispatch that hands chats to the workers: a :class:`Dispatcher`, or with
+    ``batching=False`` one job per command, enqueued before the request answers."""
+    if batching:
+        return Dispatcher(queue)
 
     def dispatch(chat_ids):
+        if chat_ids:
+            _enqueue(queue, chat_ids)
+    return dispatch
+
+
+def _enqueue(queue, chat_ids) -> None:
+    """One job for these chats. If Redis is down the events stay in the outbox and the
+    scheduler relays them when it is back."""
+    try:
+        queue.enqueue("server.jobs.process_chats", sorted(chat_ids), job_timeout=120, result_ttl=60,
+                      failure_ttl=86400)
+    except Exception as e:
+        log.warning("enqueue failed (%s); the scheduler will relay %s", type(e).__name__, sorted(chat_ids))
+
+
+class Dispatcher:
+    """Hands chats to the workers in batches. A command puts its chat ids here and
+    answers; one thread enqueues a job with every id waiting (at most ``max_batch``).
+    Idle, each command gets its own job at once; under load the ids that arrive while a
+    job is being enqueued share the next one, so workers get batches and requests never
+    wait on Redis. Ids lost with the process are in the outbox: the scheduler relays them."""
+
+    def __init__(self, queue, max_batch: int = 100):
+        self.queue, self.max_batch = queue, max_batch
+        self._waiting: dict = {}  # chat id -> None, in arrival order
+        self._busy = False
+        self._cond = threading.Condition()
+        self._thread = None
+        _DISPATCHERS.add(self)
+
+    def __call__(self, chat_ids) -> None:
         if not chat_ids:
             return
-        try:
-            queue.enqueue("server.jobs.process_chats", list(chat_ids), job_timeout=120, result_ttl=60,
-                          failure_ttl=86400)
-        except Exception as e:  # Redis unreachable: the outbox keeps the events
-            log.warning("enqueue failed (%s); the scheduler will relay %s", type(e).__name__, chat_ids)
-    return dispatch
+        with self._cond:
+            for cid in chat_ids:
+                self._waiting[cid] = None
+            if self._thread is None or not self._thread.is_alive():  # started lazily: after a fork
+                self._thread = threading.Thread(target=self._loop, name="chatflow-dispatch", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting:
+                    self._busy = False
+                    self._cond.notify_all()
+                    self._cond.wait()
+                self._busy = True
+                batch = list(self._waiting)[:self.max_batch]
+                for cid in batch:
+                    del self._waiting[cid]
+            _enqueue(self.queue, batch)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every id handed over has been enqueued; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._waiting and not self._busy, timeout)
+
+
+_DISPATCHERS: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
+
+
+def flush_dispatchers(timeout: float = 10.0) -> None:
+    """Enqueue what every dispatcher of this process holds (tests; a stopping process)."""
+    for d in list(_DISPATCHERS):
+        d.flush(timeout)
+
+
+atexit.register(flush_dispatchers, 5.0)
 
 
 def redis_publisher(redis, channel: str):

@@ -54,19 +54,29 @@ def render_email(row, secret: str, domain: str, sender: str) -> EmailMessage:
 
 
 def deliver_pending(db, settings, now: float) -> tuple[int, int]:
-    """Send every unsent email once; returns (sent, still waiting after a failure)."""
+    """Send every unsent email once; returns (sent, still waiting after a failure).
+
+    Each email is claimed by locking its row (PostgreSQL: ``FOR UPDATE SKIP LOCKED``), sent,
+    and marked sent in that transaction, so processes delivering at the same time never
+    send one twice: another process skips a row being sent and finds it sent afterwards."""
     sent = failed = 0
     with db.connect() as conn:
-        rows = conn.execute(select(S.emails).where(S.emails.c.sent_at.is_(None)).order_by(S.emails.c.id)).mappings().all()
-    for row in rows:
-        try:
-            msg = render_email(row, settings["SECRET_KEY"], settings["EMAIL_DOMAIN"], settings["EMAIL_FROM"])
-            _send(msg, settings)
-        except (OSError, ValueError, smtplib.SMTPException) as e:  # this one waits; the others go
-            log.warning("email %s to %s not sent: %s: %s", row["id"], row["to_addr"], type(e).__name__, e)
-            failed += 1
-            continue
+        ids = conn.execute(select(S.emails.c.id).where(S.emails.c.sent_at.is_(None)).order_by(S.emails.c.id)).scalars().all()
+    for email_id in ids:
         with db.begin() as conn:
+            q = select(S.emails).where(S.emails.c.id == email_id, S.emails.c.sent_at.is_(None))
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            row = conn.execute(q).mappings().first()
+            if row is None:  # sent meanwhile, or being sent by another process
+                continue
+            try:
+                msg = render_email(row, settings["SECRET_KEY"], settings["EMAIL_DOMAIN"], settings["EMAIL_FROM"])
+                _send(msg, settings)
+            except (OSError, ValueError, smtplib.SMTPException) as e:  # this one waits; the others go
+                log.warning("email %s to %s not sent: %s: %s", row["id"], row["to_addr"], type(e).__name__, e)
+                failed += 1
+                continue
             conn.execute(update(S.emails).where(S.emails.c.id == row["id"])
                          .values(sent_at=now, message_id=msg["Message-ID"]))
         sent += 1

@@ -10,6 +10,7 @@ and no effect is stored twice.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -36,7 +37,9 @@ class Runtime:
         self.db = db
         self.clock = clock
         self.settings = settings or {}
-        self.lock = threading.RLock()  # one writer at a time in one process (SQLite's rule anyway)
+        # SQLite: one writer at a time in a process (its own rule anyway). PostgreSQL: the
+        # chat's row lock orders commands on one chat; different chats go on in parallel
+        self.lock = threading.RLock() if db.dialect.name == "sqlite" else contextlib.nullcontext()
         self._compiled = None  # (version, RuleSet)
         self.listeners = []  # callables(kind, payload) told of new notifications / messages
         # counts since start, read by /metrics: ("fired", rule) / ("effect", kind) / ("events",)

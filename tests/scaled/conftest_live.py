@@ -104,6 +104,7 @@ def work(queue) -> None:
     """Run the queued jobs in this process, as `chatflow worker --burst` does."""
     from rq import SimpleWorker
 
+    jobs.flush_dispatchers()  # the web side's batched enqueues, done before the worker looks
     SimpleWorker([queue], connection=queue.connection, serializer=queue.serializer).work(burst=True)
 
 

@@ -50,6 +50,7 @@ def scaled(pg_url, redis_url, tmp_path):
 def work(queue):
     from rq import SimpleWorker
 
+    jobs.flush_dispatchers()  # the web side's batched enqueues, done before the worker looks
     SimpleWorker([queue], connection=queue.connection, serializer=queue.serializer).work(burst=True)
 
 
@@ -135,3 +136,41 @@ def test_events_the_web_could_not_enqueue_are_relayed(scaled, pg_url):
     work(queue)
     assert _unprocessed(runtime) == []
     assert _notes(runtime, "alice") == ["new_chat"]
+
+
+def test_the_web_dispatcher_batches_chats_that_arrive_while_it_enqueues(redis_url):
+    """Commands hand chat ids over and answer; ids arriving while a job is being enqueued
+    share the next job, each id reaches a job, and flush() waits for all of them."""
+    import threading
+
+    queue = jobs.make_queue({"REDIS_URL": redis_url, "QUEUE": f"chatflow-test-{secrets.token_hex(4)}"})
+    first_enqueue = threading.Event()
+    release = threading.Event()
+
+    class SlowFirst:  # the real queue, with its first enqueue held until released
+        def __init__(self):
+            self.calls = 0
+
+        def enqueue(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 1:
+                first_enqueue.set()
+                release.wait(10)
+            return queue.enqueue(*args, **kwargs)
+
+    dispatcher = jobs.Dispatcher(SlowFirst(), max_batch=50)
+    try:
+        dispatcher(["c_first"])
+        assert first_enqueue.wait(10)
+        for i in range(120):  # all arrive while the first job is being enqueued
+            dispatcher([f"c_{i:03d}"])
+        dispatcher(["c_005", "c_006"])  # a chat already waiting is not added twice
+        release.set()
+        assert dispatcher.flush(10)
+        batches = [job.args[0] for job in queue.get_jobs()]
+        assert batches[0] == ["c_first"]
+        assert [len(b) for b in batches[1:]] == [50, 50, 20]
+        assert sorted(c for b in batches[1:] for c in b) == [f"c_{i:03d}" for i in range(120)]
+    finally:
+        release.set()
+        queue.delete(delete_jobs=True)
