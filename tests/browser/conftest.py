@@ -9,6 +9,7 @@ ignored), or to ``$CHATFLOW_SCREENSHOTS``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from server.app import create_app
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns a failure
 
 CHROMIUM = os.environ.get("CHATFLOW_CHROMIUM", "/usr/bin/chromium")
 ADMIN_TOKEN = "browser-admin-token"
