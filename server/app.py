@@ -98,6 +98,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(api_inbound.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(__import__("server.api_analytics", fromlist=["bp"]).bp)
     metrics.init_metrics(app, runtime)
     _register_errors(app)
 

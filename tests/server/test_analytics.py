@@ -355,3 +355,81 @@ def test_percentile_interpolates_like_percentile_cont():
     assert A.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert A.percentile(list(range(11)), 0.9) == pytest.approx(9.0)
     assert A.percentile([10.0, 0.0], 0.9) == pytest.approx(9.0)
+
+
+# ------------------------------------------------------------------ the HTTP API
+
+def test_the_api_reports_a_small_history_played_through_http(api, client, clock):
+    team = api.agents(("alice", {"departments": ["sales"]}), "bob")
+    clock.at(0)
+    c1, cust1 = api.start_chat("I need help")
+    clock.at(2 * MIN)
+    api.post(f"/api/chats/{c1}/join", team["alice"], status=200)
+    api.post(f"/api/chats/{c1}/assign", team["alice"], {"department": "sales"}, status=200)  # alice stays
+    clock.at(3 * MIN)
+    api.post(f"/api/chats/{c1}/note", team["bob"], {"text": "VIP customer"}, status=201)
+    clock.at(5 * MIN)
+    api.post(f"/api/chats/{c1}/reply", team["alice"], {"text": "Hello!"}, status=201)
+    clock.at(6 * MIN)
+    api.post(f"/api/widget/chats/{c1}/messages", cust1, {"text": "Thanks, one more thing"}, status=201)
+    clock.at(8 * MIN)
+    api.post(f"/api/chats/{c1}/reply", team["alice"], {"text": "Sure"}, status=201)
+    clock.at(20 * MIN)
+    api.post(f"/api/chats/{c1}/close", team["alice"], status=200)
+    clock.at(30 * MIN)
+    c2, _ = api.start_chat("Anyone?", channel="telegram")  # nobody answers
+    clock.at(60 * MIN)
+
+    r = client.get("/api/analytics/report?from=2026-01-05&to=2026-01-05&wait_minutes=15", headers=api.admin)
+    assert r.status_code == 200, r.get_json()
+    data = r.get_json()
+    assert data["period"] == {"from": "2026-01-05T00:00:00Z", "to": "2026-01-06T00:00:00Z"}
+    assert data["wait_minutes"] == 15
+    ov = data["overview"]
+    assert ov["chats"] == {"started": 2, "answered": 1, "closed": 1, "escalated_unread": 0, "waited_longer": 1}
+    assert ov["first_response_time"] == {"count": 1, "median": 5 * MIN, "p90": 5 * MIN}
+    assert ov["response_time"] == {"count": 2, "median": 3.5 * MIN, "p90": pytest.approx(4.7 * MIN)}
+    assert ov["resolution_time"] == {"count": 1, "median": 20 * MIN, "p90": 20 * MIN}
+    agents = _by_agent(data["agents"])
+    assert agents["alice"] == {"chats_handled": 1, "replies": 2, "notes": 0, "responses": 2,
+                               "response_time_median": 3.5 * MIN, "joins": 1,
+                               "time_to_join": {"median": 2 * MIN, "p90": 2 * MIN}}
+    assert agents["bob"]["notes"] == 1 and agents["bob"]["replies"] == 0
+    rules = {x["rule"]: x for x in data["rules"]}
+    assert rules["default.subscribe_operators"]["fired"] == 2
+    assert rules["default.escalate_unread"]["fired"] == 0 and rules["default.escalate_unread"]["evaluated"] > 0
+
+    r = client.get("/api/analytics/overview?from=2026-01-05T09:00:00Z&to=2026-01-05T10:00:00Z&channel=telegram",
+                   headers=api.admin)
+    assert r.get_json()["overview"]["chats"]["started"] == 1 and set(r.get_json()) >= {"overview", "period"}
+    r = client.get("/api/analytics/agents?from=2026-01-05&agent=alice", headers=api.admin)
+    assert [a["agent"] for a in r.get_json()["agents"]] == ["alice"]
+    r = client.get("/api/analytics/rules?from=2026-01-05&department=sales", headers=api.admin)
+    assert {x["rule"]: x["fired"] for x in r.get_json()["rules"]}["default.subscribe_operators"] == 1
+
+
+@pytest.mark.parametrize("query, parameter", [
+    ("from=yesterday", "from"),
+    ("from=2026-13-01", "from"),
+    ("to=2026-01-05T25:00", "to"),
+    ("from=2026-01-06&to=2026-01-05", "from"),
+    ("channel=pigeon", "channel"),
+    ("agent=nobody", "agent"),
+    ("wait_minutes=0", "wait_minutes"),
+    ("wait_minutes=ten", "wait_minutes"),
+    ("wait_minutes=nan", "wait_minutes"),
+    ("chanel=widget", "chanel"),
+])
+def test_bad_parameters_are_400_naming_the_parameter(api, client, query, parameter):
+    r = client.get(f"/api/analytics/report?{query}", headers=api.admin)
+    assert r.status_code == 400
+    body = r.get_json()
+    assert body["error"] == "invalid_request" and body["details"] == {"parameter": parameter}
+    assert parameter in body["message"]
+
+
+def test_analytics_are_for_admins_only(api, client):
+    team = api.agents("alice")
+    assert client.get("/api/analytics/report").status_code == 401
+    r = client.get("/api/analytics/overview", headers=team["alice"])
+    assert r.status_code == 403 and r.get_json()["error"] == "forbidden"
