@@ -224,13 +224,11 @@ def _compile_compare(node: ast.Compare, schedules):
 def explain(node, ctx, schedules) -> list:
     """[(depth, text, value)] for the condition and each sub-condition, in reading order:
     why a rule fired or did not."""
-    from dsl.formatter import format_expr
-
     out = []
 
     def walk(n, depth):
-        value = compile_condition(n, schedules)(ctx) if not _is_operand(n) else compile_value(n, schedules)(ctx)
-        out.append((depth, format_expr(n), value))
+        fn, text = _explained(n, schedules)
+        out.append((depth, text, fn(ctx)))
         inner = n.expr if isinstance(n, ast.Paren) else n
         if isinstance(inner, (ast.And, ast.Or)):
             for i in inner.items:
@@ -246,12 +244,36 @@ def explain(node, ctx, schedules) -> list:
         elif isinstance(inner, ast.Compare):
             for side in (inner.left, inner.right):
                 if isinstance(side, (ast.Ref, ast.Call)):
-                    out.append((depth + 1, format_expr(side), compile_value(side, schedules)(ctx)))
+                    fn, text = _explained(side, schedules, as_value=True)
+                    out.append((depth + 1, text, fn(ctx)))
         elif isinstance(inner, ast.IsNone) and isinstance(inner.operand, (ast.Ref, ast.Call)):
-            out.append((depth + 1, format_expr(inner.operand), compile_value(inner.operand, schedules)(ctx)))
+            fn, text = _explained(inner.operand, schedules, as_value=True)
+            out.append((depth + 1, text, fn(ctx)))
 
     walk(node, 0)
     return out
+
+
+_EXPLAINED: dict = {}  # (id(node), as_value) -> (node, schedules, closure, text)
+
+
+def _explained(n, schedules, as_value: bool = False) -> tuple:
+    """The closure (of the condition, or with ``as_value`` of the operand's value) and the
+    source text of a node, made once per node and schedules: a service explains the same
+    rules again and again. The entry keeps the node alive, so its id is not reused."""
+    key = (id(n), as_value)
+    hit = _EXPLAINED.get(key)
+    if hit is not None and hit[0] is n and hit[1] is schedules:
+        return hit[2], hit[3]
+    from dsl.formatter import format_expr
+
+    value = as_value or _is_operand(n)
+    fn = compile_value(n, schedules) if value else compile_condition(n, schedules)
+    text = format_expr(n)
+    if len(_EXPLAINED) > 20_000:  # rule sets come and go over a long life: start again
+        _EXPLAINED.clear()
+    _EXPLAINED[key] = (n, schedules, fn, text)
+    return fn, text
 
 
 def _is_operand(n) -> bool:

@@ -590,3 +590,31 @@ def test_event_ids_are_deterministic(world):
         evs += cmd.customer_message(w, T0 + 1, "c1", "again")
         ids.append([e.id for e in evs])
     assert ids[0] == ids[1] == ["c1:1", "c1:2", "c1:3", "c1:4", "c1:5"]
+
+
+def test_a_chat_survives_storage_as_json_exactly(world):
+    """engine.snapshot writes a chat field by field (not with dataclasses.asdict, for
+    speed): the data must be what asdict gives, and reading it back the same chat."""
+    import dataclasses
+    import json
+
+    from engine.snapshot import chat_from_dict, chat_to_dict, event_from_dict, event_to_dict
+
+    chat = started(world, page_url="https://shop.example/pricing")
+    cmd.join(world, T0 + 1, "c1", "alice")
+    cmd.note(world, T0 + 2, "c1", "alice", "@bob look")
+    cmd.reply(world, T0 + 3, "c1", "alice", "Hello")
+    cmd.edit_message(world, T0 + 4, "c1", "alice", 3, "Hello Ann")
+    cmd.subscribe(world, T0 + 5, "c1", "bob")
+    cmd.unsubscribe(world, T0 + 6, "c1", "bob")
+    cmd.lock(world, T0 + 7, "c1", "alice")
+    evs = cmd.customer_leaves(world, T0 + 8, "c1")
+    chat.fields["plan"] = {"tier": "pro", "seats": [1, 2]}
+
+    expected = dataclasses.asdict(chat)
+    expected["muted"] = sorted(chat.muted)
+    data = chat_to_dict(chat)
+    assert data == expected and data["muted"] == ["bob"]
+    stored = json.loads(json.dumps(data))
+    assert chat_from_dict(stored) == chat
+    assert [event_from_dict(json.loads(json.dumps(event_to_dict(e)))) for e in evs] == evs
