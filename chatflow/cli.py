@@ -72,6 +72,11 @@ def _extra_commands():
         out.append(serve_register)
     except ImportError:
         pass
+    try:
+        from chatflow.report_cli import register as report_register
+        out.append(report_register)
+    except ImportError:
+        pass
     return out
 
 
