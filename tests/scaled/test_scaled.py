@@ -148,6 +148,8 @@ def test_the_web_dispatcher_batches_chats_that_arrive_while_it_enqueues(redis_ur
     release = threading.Event()
 
     class SlowFirst:  # the real queue, with its first enqueue held until released
+        connection, key = queue.connection, queue.key
+
         def __init__(self):
             self.calls = 0
 
@@ -173,4 +175,36 @@ def test_the_web_dispatcher_batches_chats_that_arrive_while_it_enqueues(redis_ur
         assert sorted(c for b in batches[1:] for c in b) == [f"c_{i:03d}" for i in range(120)]
     finally:
         release.set()
+        queue.delete(delete_jobs=True)
+
+
+def test_the_web_dispatcher_lets_a_batch_grow_while_the_workers_are_behind(redis_url):
+    """With a job already waiting in the queue, ids handed over one by one go out as one
+    job (up to max_batch, or after max_wait), not as one job each."""
+    import threading
+    import time
+
+    queue = jobs.make_queue({"REDIS_URL": redis_url, "QUEUE": f"chatflow-test-{secrets.token_hex(4)}"})
+    try:
+        queue.enqueue("server.jobs.process_chats", ["c_waiting"])  # no worker runs: it stays
+        dispatcher = jobs.Dispatcher(queue, max_batch=30, max_wait=5.0, poll=0.005)
+
+        def commands():
+            for i in range(30):
+                dispatcher([f"c_{i:02d}"])
+                time.sleep(0.002)
+
+        t = threading.Thread(target=commands)
+        t.start()
+        t.join()
+        assert dispatcher.flush(10)
+        batches = [job.args[0] for job in queue.get_jobs()]
+        assert batches == [["c_waiting"], [f"c_{i:02d}" for i in range(30)]]
+
+        queue.empty()  # the workers caught up: the next command goes out at once
+        t0 = time.monotonic()
+        dispatcher(["c_alone"])
+        assert dispatcher.flush(10) and time.monotonic() - t0 < 1.0
+        assert [job.args[0] for job in queue.get_jobs()] == [["c_alone"]]
+    finally:
         queue.delete(delete_jobs=True)
