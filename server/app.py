@@ -10,6 +10,7 @@ import time
 
 from flask import Flask, jsonify, request
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from engine.model import CommandRefused
@@ -181,6 +182,15 @@ def _register_errors(app: Flask) -> None:
     def http_error(e: HTTPException):
         code = (e.name or "error").lower().replace(" ", "_")
         return error_response(e.code or 400, code, e.description or e.name)
+
+    @app.errorhandler(DBAPIError)
+    def database_error(e: DBAPIError):
+        if e.connection_invalidated or isinstance(e, OperationalError):  # the database went away
+            log.warning("database unavailable: %s", type(e.orig).__name__ if e.orig else type(e).__name__)
+            resp = error_response(503, "unavailable", "the database is not reachable; try again shortly")
+            resp.headers["Retry-After"] = "1"
+            return resp
+        return unexpected(e)
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception):  # a bug: log it with its traceback, answer without one

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 from sqlalchemy import (JSON, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, event)
+                        create_engine, event, exc)
 
 metadata = MetaData()
 
@@ -147,9 +148,9 @@ def make_db(url: str):
     kwargs = {"future": True}
     if is_sqlite:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    else:
-        kwargs["pool_pre_ping"] = True
     db = create_engine(url, **kwargs)
+    if not is_sqlite:
+        _ping_when_idle(db)
     if is_sqlite:
         @event.listens_for(db, "connect")
         def _pragmas(conn, _record):
@@ -161,6 +162,31 @@ def make_db(url: str):
             cur.close()
     migrate(db)
     return db
+
+
+PING_AFTER = 1.0  # seconds a pooled connection may sit unused before it is checked on checkout
+
+
+def _ping_when_idle(db) -> None:
+    """Check a pooled connection before use only if it sat idle for PING_AFTER seconds
+    (a database restarted meanwhile leaves it dead); a dead one is replaced. Busy
+    connections go back out without the extra round trip that ``pool_pre_ping`` costs
+    every request; a restart while they are in use fails those requests either way, and
+    SQLAlchemy then drops every pooled connection older than the failure."""
+
+    @event.listens_for(db, "checkin")
+    def _idle_from(_dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(db, "checkout")
+    def _check(dbapi_conn, record, _proxy):
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER:
+            return
+        try:
+            db.dialect.do_ping(dbapi_conn)
+        except Exception as e:  # the pool retries the checkout with a new connection
+            raise exc.DisconnectionError(f"stale pooled connection: {type(e).__name__}") from e
 
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
