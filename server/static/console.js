@@ -139,13 +139,13 @@ function renderList() {
       dataset: { chatId: c.id },
     },
     el("span", { class: "chat-name" }, customerName(c)),
-    c.unread ? el("span", { class: "count", "aria-label": `${c.unread} unread` }, String(c.unread)) : null,
+    el("span", { class: "chat-time" }, formatTime(c.last_activity_at)),
     el("span", { class: "chat-who" }, responsible),
+    c.unread ? el("span", { class: "count", "aria-label": `${c.unread} unread` }, String(c.unread)) : el("span"),
     el("span", { class: "chat-flags" },
       c.status === "closed" ? "Closed" : c.customer.online ? "Online" : "Offline",
       c.locked_by ? ` · Locked by ${c.locked_by}` : "",
-      c.tags.length ? ` · ${c.tags.join(", ")}` : ""),
-    el("span", { class: "chat-time" }, formatTime(c.last_activity_at)));
+      c.tags.length ? ` · ${c.tags.join(", ")}` : ""));
     return el("li", { class: c.unread ? "unread" : null }, link);
   });
   list.replaceChildren(...items);
