@@ -2,21 +2,12 @@
 // commands, composer (replies, private notes with @mentions, canned responses on Shift+3,
 // articles on Shift+8), reassignment, and live notifications from /api/stream.
 import { api, ApiError, el, formatTime, safeLink, setToken, token } from "./session.js";
-import { openStream } from "./event_stream.js";
+import { createNotifications, TEMPLATE_LABELS, toast } from "./notifications.js";
 import { createSuggester } from "./suggest.js";
 
 const $ = (id) => document.getElementById(id);
 
 const POLL_MS = 4000;
-const TEMPLATE_LABELS = {
-  new_chat: "New chat",
-  new_message: "New message",
-  assigned: "Assigned to you",
-  mention: "You were mentioned",
-  unread_messages: "Unread customer messages",
-  unattended: "Customer waiting",
-  notification: "Notification",
-};
 
 const state = {
   me: null,
@@ -25,8 +16,6 @@ const state = {
   chats: [],
   chat: null, // the open chat with its messages
   chatId: null,
-  notifications: [], // unread, newest last
-  lastNotification: 0,
   stream: null,
   pollTimer: null,
   attachment: null, // {slug, title}: an article to send
@@ -59,8 +48,7 @@ async function start() {
   renderAssignOptions();
   updateComposerHint();
   await refreshList();
-  await loadNotifications();
-  startStream();
+  startNotifications();
   window.addEventListener("hashchange", openFromHash);
   await openFromHash();
   schedulePoll();
@@ -568,105 +556,23 @@ async function guard(promise) {
 
 // ------------------------------------------------------------------ notifications
 
-function lastSeenKey() {
-  return `chatflow.lastNotification.${state.me.id}`;
-}
-
-async function loadNotifications() {
-  const unread = await api("GET", "/api/notifications?unread=1").catch(() => ({ notifications: [] }));
-  state.notifications = unread.notifications;
-  let last = Number(localStorage.getItem(lastSeenKey()) || 0);
-  for (const n of state.notifications) last = Math.max(last, n.id);
-  if (!last) {
-    // first sign-in in this browser with nothing unread: start after the newest one
-    for (let after = 0, page = 0; page < 50; page++) {
-      const data = await api("GET", `/api/notifications?after=${after}`).catch(() => ({ notifications: [] }));
-      if (!data.notifications.length) break;
-      after = data.notifications[data.notifications.length - 1].id;
-      last = after;
-      if (data.notifications.length < 1000) break;
-    }
-  }
-  state.lastNotification = last;
-  renderNotifications();
-}
-
-function startStream() {
-  state.stream = openStream("/api/stream", {
-    headers: { Authorization: `Bearer ${token()}` },
-    lastEventId: state.lastNotification,
-    onEvent: (event, data) => {
-      if (event !== "notification" || data.id <= state.lastNotification) return;
-      state.lastNotification = data.id;
-      localStorage.setItem(lastSeenKey(), String(data.id));
-      state.notifications.push(data);
-      refreshList().then(() => {
-        renderNotifications();
-        toast(notificationText(data), data.chat_id, data.template);
-      });
-      if (data.chat_id && data.chat_id === state.chatId) loadChat();
-    },
-    onState: (s) => document.body.classList.toggle("offline", s !== "open"),
-    onFatal: (status) => { if (status === 401) showSignIn("Your token is no longer valid."); },
-  });
-}
-
 function notificationText(n) {
   const chat = state.chats.find((c) => c.id === n.chat_id) || (state.chat && state.chat.id === n.chat_id && state.chat);
   const label = TEMPLATE_LABELS[n.template] || n.template;
   return [label, chat ? customerName(chat) : null, n.text || null].filter(Boolean).join(" — ");
 }
 
-function renderNotifications() {
-  const count = state.notifications.length;
-  $("bell-count").hidden = count === 0;
-  $("bell-count").textContent = String(count);
-  $("bell").setAttribute("aria-label", `Notifications, ${count} unread`);
-  const items = state.notifications.slice().reverse().map((n) => el("li", { class: `notification t-${n.template}` },
-    el("span", {}, notificationText(n)),
-    " ",
-    n.chat_id ? el("a", { href: `#/chats/${encodeURIComponent(n.chat_id)}` }, "Open chat") : null,
-    el("span", { class: "muted" }, ` ${formatTime(n.at)}`)));
-  $("notification-list").replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "Nothing new.")]));
-}
-
-$("bell").addEventListener("click", () => {
-  const panel = $("notifications");
-  panel.hidden = !panel.hidden;
-  $("bell").setAttribute("aria-expanded", String(!panel.hidden));
-  if (!panel.hidden) $("notifications-read").focus();
-});
-
-$("notifications").addEventListener("keydown", (ev) => {
-  if (ev.key === "Escape") {
-    $("notifications").hidden = true;
-    $("bell").setAttribute("aria-expanded", "false");
-    $("bell").focus();
-  }
-});
-
-$("notification-list").addEventListener("click", (ev) => {
-  if (ev.target.closest("a")) {
-    $("notifications").hidden = true;
-    $("bell").setAttribute("aria-expanded", "false");
-  }
-});
-
-$("notifications-read").addEventListener("click", async () => {
-  await api("POST", "/api/notifications/read").catch(() => null);
-  state.notifications = [];
-  renderNotifications();
-});
-
-function toast(text, chatId, template) {
-  const box = $("toasts");
-  const item = el("div", { class: `toast${template ? ` t-${template}` : ""}` },
-    el("span", {}, text),
-    chatId ? el("a", { href: `#/chats/${encodeURIComponent(chatId)}` }, "Open") : null,
-    el("button", { type: "button", class: "link", "aria-label": "Dismiss", on: { click: () => item.remove() } }, "×"));
-  box.append(item);
-  while (box.children.length > 4) box.firstChild.remove();
-  setTimeout(() => item.remove(), 12000);
+function startNotifications() {
+  const notifications = createNotifications({
+    agentId: state.me.id,
+    describe: notificationText,
+    onNotification: (n) => {
+      if (n.chat_id && n.chat_id === state.chatId) loadChat();
+      return refreshList(); // the toast names the chat's customer
+    },
+    onFatal: (status) => { if (status === 401) showSignIn("Your token is no longer valid."); },
+  });
+  notifications.start().then((stream) => { state.stream = stream; });
 }
 
 // ------------------------------------------------------------------ polling
