@@ -52,13 +52,15 @@ def test_a_draft_rule_set_and_a_named_test(api):
 
 
 def test_refusals_are_located(api, client):
-    r = api.post("/api/admin/dry-run", api.admin, {"scenario": "tests:\n  - name: x\n    steps:\n      - {at: 0s, strat_chat: {chat: c1}}\n"}, status=422)
+    typo = "tests:\n  - name: x\n    steps:\n      - {at: 0s, strat_chat: {chat: c1}}\n"
+    r = api.post("/api/admin/dry-run", api.admin, {"scenario": typo}, status=422)
     err = r.get_json()
     assert err["error"] == "scenario_invalid"
     d = err["details"]["diagnostics"][0]
-    assert d["path"] == "scenario.yaml" and d["line"] == 4 and d["hint"] == "did you mean `start_chat`?" and "/tmp" not in r.get_data(as_text=True)
-    r = api.post("/api/admin/dry-run", api.admin, {"scenario": SCENARIO, "files": {"bad.rules": "rule x {\n  thne stop\n}\n"}},
-                 status=422)
+    assert d["path"] == "scenario.yaml" and d["line"] == 4 and d["hint"] == "did you mean `start_chat`?"
+    assert "/tmp" not in r.get_data(as_text=True)  # the server's temporary path is not shown
+    bad = {"bad.rules": "rule x {\n  thne stop\n}\n"}
+    r = api.post("/api/admin/dry-run", api.admin, {"scenario": SCENARIO, "files": bad}, status=422)
     assert r.get_json()["error"] == "rules_invalid"
     assert r.get_json()["details"]["diagnostics"][0]["line"] == 2
     r = api.post("/api/admin/dry-run", api.admin, {"scenario": SCENARIO, "test": "nope"}, status=422)
