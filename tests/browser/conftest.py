@@ -48,6 +48,8 @@ class ShiftedClock:
 class Live:
     """The running service, and its API for setting up what a test needs."""
 
+    admin_token = ADMIN_TOKEN
+
     def __init__(self, url: str, app, clock: ShiftedClock):
         self.url, self.app, self.clock = url, app, clock
 

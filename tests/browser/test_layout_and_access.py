@@ -9,7 +9,6 @@ import pytest
 from playwright.sync_api import expect
 from werkzeug.serving import make_server
 
-from conftest import ADMIN_TOKEN, PHONE
 
 # Every visible control without an accessible name, in the page and in open shadow roots.
 UNLABELLED = """
@@ -29,6 +28,7 @@ UNLABELLED = """
   return out;
 }
 """
+PHONE = {"width": 390, "height": 844}
 OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
 FOCUSED_IN_WIDGET = "() => document.activeElement?.shadowRoot?.activeElement?.outerHTML || ''"
 
@@ -145,7 +145,7 @@ def test_keyboard_labels_and_phone_layouts(live, pages, shot):
     shot(desk, "console-desktop")
 
     rules = pages.open(viewport=PHONE, name="rules-phone")
-    live.sign_in(rules, "/rules", ADMIN_TOKEN)
+    live.sign_in(rules, "/rules", live.admin_token)
     expect(rules.locator("#active-summary")).to_contain_text("Version 1 is active")
     assert rules.evaluate(OVERFLOW) <= 0
     assert rules.evaluate(UNLABELLED) == []

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from conftest import ADMIN_TOKEN
-
 RULES = '''# pricing chats
 rule route_pricing "Chats started on the pricing page are tagged" {
   on chat.created
@@ -21,7 +19,7 @@ def test_rules_page(live, pages, shot):
     live.sign_in(page, "/rules", operator)
     expect(page.locator("#signin-error")).to_contain_text("not an admin")
 
-    live.sign_in(page, "/rules", ADMIN_TOKEN)
+    live.sign_in(page, "/rules", live.admin_token)
     expect(page.locator("#active-summary")).to_contain_text("Version 1 is active")
     expect(page.locator("#version-view")).to_contain_text("the default rules only")
 
