@@ -75,7 +75,8 @@ def test_rules_page(live, pages, shot):
     page.get_by_role("button", name="Show trace").click()
     expect(page.locator("#trace-status")).to_contain_text(f"for chat {chat_id}")
     trace = page.locator("#trace-result")
-    expect(trace.locator("li.k-rule.fired", has_text="route_pricing")).to_be_visible()
+    fired = trace.locator("li.k-rule.fired", has_text="route_pricing")
+    expect(fired).to_contain_text('chat.page_url = "https://shop.example/pricing"')  # a fact shows its value
     expect(trace).to_contain_text("effect")
     shot(page, "rules-page")
     # the console links an admin to a chat's trace
