@@ -41,6 +41,7 @@ class Runtime:
         # chat's row lock orders commands on one chat; different chats go on in parallel
         self.lock = threading.RLock() if db.dialect.name == "sqlite" else contextlib.nullcontext()
         self._compiled = None  # (version, RuleSet)
+        self._agents_cache = None  # (agents revision, {id: Agent})
         self.listeners = []  # callables(kind, payload) told of new notifications / messages
         # counts since start, read by /metrics: ("fired", rule) / ("effect", kind) / ("events",)
         self.stats: dict = {}
@@ -100,16 +101,31 @@ class Runtime:
         self._compiled = (row["version"], loaded.ruleset)
         return loaded.ruleset
 
-    def _agents(self, conn) -> dict:
-        return {row["id"]: agent_from_row(dict(row)) for row in conn.execute(select(S.agents)).mappings()}
+    def _agents(self, conn, revision=None) -> dict:
+        """Every agent, by id. Kept per process while ``revision`` (the agents' counter,
+        bumped by a trigger on any change, read with the chat rows) stays the same; each
+        caller gets its own dict of the shared Agent objects, which chat commands and
+        rules never change (``agent_status`` works on agents read fresh)."""
+        cached = self._agents_cache
+        if revision is not None and cached is not None and cached[0] == revision:
+            return dict(cached[1])
+        agents = {row["id"]: agent_from_row(dict(row)) for row in conn.execute(select(S.agents)).mappings()}
+        if revision is not None:
+            self._agents_cache = (revision, agents)
+            return dict(agents)
+        return agents
 
     def _world(self, conn, chat_row=None, agents=None, shared: World | None = None) -> World:
         """A World holding one stored chat. The chats of one batch share the agents, the
         capacity counts and the round robin (``shared``), as they would in one World."""
         world = World()
-        world.agents = self._agents(conn) if agents is None else agents
+        if agents is None:
+            agents = self._agents(conn, chat_row["agents_revision"] if chat_row is not None else None)
+        world.agents = agents
         if shared is not None:
             world.open_by_agent, world.rr_last = shared.open_by_agent, shared.rr_last
+        else:
+            world.rr_last = _RoundRobin(conn)
         # capacity counts come from every stored chat, read per agent only when a rule or
         # command needs one (indexed by assignee); the commands keep them current for the
         # chats loaded here
@@ -126,7 +142,8 @@ class Runtime:
         in the same order), each with the active rule set's version read in the same query."""
         ids = sorted(set(chat_ids))
         where = S.chats.c.id == ids[0] if len(ids) == 1 else S.chats.c.id.in_(ids)
-        q = select(S.chats, _ACTIVE_VERSION.label("ruleset_version")).where(where).order_by(S.chats.c.id)
+        q = (select(S.chats, _ACTIVE_VERSION.label("ruleset_version"), _AGENTS_REVISION.label("agents_revision"))
+             .where(where).order_by(S.chats.c.id))
         if conn.dialect.name == "postgresql":
             q = q.with_for_update(of=S.chats)
         return conn.execute(q).mappings().all()
@@ -213,6 +230,7 @@ class Runtime:
                     evs = engine.apply(command, now, chat_id=chat_id, **args)
                     self._save_chat(conn, world, chat_id)
                     self._store_events(conn, evs)
+                    world.rr_last.save()
                     affected = [chat_id]
                     chat = world.chats[chat_id]
         self.dispatch(affected)
@@ -308,8 +326,8 @@ class Runtime:
         where = S.timers.c.chat_id.in_(ids) if len(ids) > 1 else S.timers.c.chat_id == ids[0]
         for t in conn.execute(select(S.timers.c.chat_id, S.timers.c.rule_id, S.timers.c.due).where(where)):
             due.setdefault(t.chat_id, {})[t.rule_id] = t.due
-        agents = self._agents(conn)
-        shared = World()
+        agents = self._agents(conn, rows[0]["agents_revision"])
+        shared = World(rr_last=_RoundRobin(conn))
         articles, canned = self._articles(conn), self._canned(conn)
         items = []
         for row in rows:
@@ -350,6 +368,7 @@ class Runtime:
             if entries:
                 trace_rows.append(dict(chat_id=cid, at=now, entries=entries))
         ids = [item.chat_id for item in items]
+        items[0].world.rr_last.save()  # shared by the batch
         conn.execute(update(S.chats).where(S.chats.c.id == bindparam("b_id")), chat_rows)
         conn.execute(S.timers.delete().where(S.timers.c.chat_id.in_(ids)))
         if timer_rows:
@@ -450,6 +469,45 @@ class Runtime:
 
 BATCH = 100  # chats per transaction when firing deadlines
 _ACTIVE_VERSION = select(S.rulesets.c.version).where(S.rulesets.c.active.is_(True)).scalar_subquery()
+_AGENTS_REVISION = select(S.revisions.c.value).where(S.revisions.c.name == "agents").scalar_subquery()
+
+
+class _RoundRobin:
+    """World.rr_last over the ``round_robin`` table: a department's last pick is read
+    when a rule or command first asks for it, and the picks made are stored by
+    :meth:`save` in the same transaction."""
+
+    def __init__(self, conn):
+        self._conn, self._seen, self._changed = conn, {}, {}
+
+    def get(self, department, default=None):
+        if department not in self._seen:
+            self._seen[department] = self._conn.execute(
+                select(S.round_robin.c.agent_id).where(S.round_robin.c.department == department)).scalar()
+        found = self._seen[department]
+        return default if found is None else found
+
+    def __setitem__(self, department, agent_id) -> None:
+        self._seen[department] = self._changed[department] = agent_id
+
+    def save(self) -> None:
+        if not self._changed:
+            return
+        insert = _dialect_insert(self._conn)
+        stmt = insert(S.round_robin)
+        self._conn.execute(stmt.on_conflict_do_update(index_elements=["department"],
+                                                      set_={"agent_id": stmt.excluded.agent_id}),
+                           [{"department": d, "agent_id": a} for d, a in self._changed.items()])
+        self._changed = {}
+
+
+def _dialect_insert(conn):
+    """The INSERT construct with ON CONFLICT of the connection's database."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 class _Loaded(NamedTuple):
@@ -463,11 +521,7 @@ def _insert_new(conn, table, rows) -> list:
     if not rows:
         return []
     unique = list({r["key"]: r for r in rows}.values())
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key)
+    stmt = _dialect_insert(conn)(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key)
     stored = {r[0] for r in conn.execute(stmt, unique)}
     return [r for r in unique if r["key"] in stored]
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 
-from sqlalchemy import (JSON, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
                         create_engine, event, exc)
 
 metadata = MetaData()
@@ -108,6 +108,18 @@ traces = Table(
     Column("chat_id", String(100), nullable=False, index=True),
     Column("at", Float, nullable=False),
     Column("entries", JSON, nullable=False),
+)
+
+revisions = Table(  # counters bumped by triggers (migration 0004): "agents" moves on any change of agents
+    "revisions", metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+round_robin = Table(  # the agent each department's round robin picked last
+    "round_robin", metadata,
+    Column("department", String(200), primary_key=True),
+    Column("agent_id", String(100), nullable=False),
 )
 
 canned = Table(
