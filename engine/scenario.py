@@ -51,6 +51,7 @@ STEPS = {
 NO_CHAT_STEPS = {"agent_status"}
 EXPECT_KEYS = {"at", "from", "to", "fired", "not_fired", "notified", "emails", "replies", "chat",
                "pending", "customer_sees"}
+TEST_KEYS = {"name", "steps", "expect"}
 TOP_KEYS = {"rules", "defaults", "start", "agents", "tests", "canned", "articles", "name"}
 AGENT_KEYS = {"id", "name", "departments", "access_chats", "channels", "status", "max_chats"}
 
@@ -257,6 +258,11 @@ def _articles(value, path) -> dict:
 def _test(t, path) -> TestCase:
     if not isinstance(t, dict) or "name" not in t:
         _fail(path, t, "a test needs a `name`")
+    for key in t:
+        if key not in TEST_KEYS:  # `expects:` must not pass as a test that checks nothing
+            from dsl.errors import did_you_mean
+
+            _fail(path, t, f"unknown test key `{key}`", did_you_mean(key, TEST_KEYS) or "keys: " + ", ".join(sorted(TEST_KEYS)))
     steps = []
     for s in t.get("steps") or []:
         if not isinstance(s, dict) or "at" not in s:

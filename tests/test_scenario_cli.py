@@ -81,3 +81,14 @@ def test_dry_run_unknown_test_is_a_usage_error(tmp_path, capsys):
     path = _files(tmp_path)
     assert main(["dry-run", str(path), "--test", "nope"]) == 2
     assert "no test named 'nope'" in capsys.readouterr().err
+
+
+def test_an_unknown_key_in_a_test_is_an_error_not_a_test_that_checks_nothing(tmp_path, capsys):
+    _files(tmp_path)
+    typo = SCENARIO.replace("    expect:\n      - {at: 0s, fired", "    expects:\n      - {at: 0s, fired", 1)
+    assert typo != SCENARIO
+    (tmp_path / "cov.yaml").write_text(typo)
+    assert main(["test", str(tmp_path / "cov.yaml")]) == 1
+    err = capsys.readouterr()
+    out = err.out + err.err
+    assert "unknown test key `expects`" in out and "expect" in out
