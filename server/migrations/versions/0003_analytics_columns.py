@@ -16,7 +16,9 @@ that the application keeps in step, nothing the runtime writes differently:
 
 PostgreSQL stores them (computed at INSERT/UPDATE; adding them rewrites the tables once);
 SQLite computes them when read (ALTER TABLE can only add VIRTUAL generated columns).
-Indexes on ``events.at`` and ``traces.at`` let a period's rows be read by range.
+Indexes on ``events.at`` and ``traces.at`` let a period's rows be read by range, and a
+partial index on ``notifications.at`` of the escalations (template ``unread_messages``)
+finds those among the many ``new_message`` notifications without growing on each one.
 None of the generated columns is indexed: an index on ``chats.department`` would make
 every update of a chat's state a non-HOT update on PostgreSQL.
 
@@ -27,6 +29,7 @@ Revision ID: 0003
 Revises: 0002
 """
 from alembic import op
+import sqlalchemy as sa
 
 
 revision = '0003'
@@ -67,9 +70,13 @@ def upgrade():
             op.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind} GENERATED ALWAYS AS ({expr}) VIRTUAL")
     for name, (table, column) in INDEXES.items():
         op.create_index(name, table, [column])
+    escalations = sa.text("template = 'unread_messages'")
+    op.create_index("ix_notifications_escalations", "notifications", ["at"],
+                    postgresql_where=escalations, sqlite_where=escalations)
 
 
 def downgrade():
+    op.drop_index("ix_notifications_escalations", table_name="notifications")
     for name, (table, _) in INDEXES.items():
         op.drop_index(name, table_name=table)
     for table, column, _ in PG_COLUMNS:
