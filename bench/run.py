@@ -4,10 +4,12 @@
     python bench/run.py --quick    # smaller sizes, for a smoke run
     python bench/run.py --only engine --only sim
     python bench/run.py --only service   # (D): gunicorn, workers, PostgreSQL, Redis (not in the default run)
+    python bench/run.py --only analytics # (E): a month's report over 1,000,000 messages on PostgreSQL (not in the default run)
 
 (A) rule language (bench_rules.py), (B) engine against peer rule engines
 (bench_engine.py), (C) simulator (bench_sim.py), (D) the service in scaled mode
-(bench_service.py; needs PostgreSQL and Redis on 127.0.0.1, and gunicorn). The peers of (B) are installed only
+(bench_service.py; needs PostgreSQL and Redis on 127.0.0.1, and gunicorn), (E) analytics
+(bench_analytics.py; needs PostgreSQL). The peers of (B) are installed only
 for benchmarking, in their own virtualenv (see bench/requirements.txt); a peer that is
 not installed is listed as such. Use that virtualenv's python to run this script.
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 BENCHES = ("rules", "engine", "sim")
-EXTRA = ("service",)  # run only when asked for with --only: it needs PostgreSQL, Redis and gunicorn
+EXTRA = ("service", "analytics")  # run only when asked for with --only: they need PostgreSQL (and Redis, gunicorn)
 
 
 def main(argv=None) -> int:
@@ -67,6 +69,11 @@ def main(argv=None) -> int:
 
         res = bench_service.run(quick=a.quick, log=log)
         out.append(bench_service.render(res))
+    if "analytics" in todo:
+        import bench_analytics
+
+        res = bench_analytics.run(quick=a.quick, log=log)
+        out.append(bench_analytics.render(res))
     out.append(f"total benchmark time {time.perf_counter() - started:.0f} s; "
                f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     text = "\n\n".join(out)
