@@ -123,8 +123,9 @@ class Env:
 
     def env(self, **extra) -> dict:
         e = dict(os.environ)
+        # one client address sends everything: the widget's rate limits would refuse it
         e.update(DATABASE_URL=self.pg_url, REDIS_URL=REDIS_URL, CHATFLOW_ADMIN_TOKEN=ADMIN_TOKEN,
-                 CHATFLOW_DATA_DIR=self.data_dir, PYTHONUNBUFFERED="1")
+                 CHATFLOW_DATA_DIR=self.data_dir, PYTHONUNBUFFERED="1", CHATFLOW_RATE_LIMITS="off")
         e.update({k: str(v) for k, v in extra.items()})
         return e
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from engine.model import CommandRefused
 from engine.snapshot import chat_from_dict
 
+from . import ratelimit
 from . import store as S
 from .http import ApiError, body, customer_chat, customer_token_hash
 from .views import customer_chat as customer_chat_json
@@ -29,6 +30,7 @@ def _chat_json(chat_id: str) -> dict:
 
 @bp.post("/chats")
 def start_chat():
+    ratelimit.start_chat()
     data = body("StartChat")
     token = secrets.token_urlsafe(32)
     chat_id = "c_" + secrets.token_hex(8)
@@ -75,10 +77,12 @@ def _command(chat_id: str, token_hash: str, command: str, **args) -> dict:
     """Run a customer's command on the chat its token opens (checked in the command's own
     transaction: a wrong token is ``unknown_chat``), and answer with the chat it left."""
     runtime = _runtime()
+    ratelimit.customer(token_hash)
     try:
         _, chat = runtime.run_command(command, chat_id, token_hash=token_hash, **args)
     except CommandRefused as e:
         if e.code == "unknown_chat":  # the same answer customer_chat gives: nothing to probe
+            ratelimit.token_refused()
             raise ApiError(404, "unknown_chat", "no such chat for this token") from None
         raise
     runtime.after_change()

@@ -2,6 +2,7 @@
 blueprints and JSON errors; nothing happens at import time."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -38,6 +39,8 @@ DEFAULTS = {
     "EMAIL_FROM": "chatflow <support@chatflow.localhost>",
     "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
     "INBOUND_TOKEN": None,  # if set, /api/inbound-email needs it as a bearer token
+    "RATE_LIMITS": None,  # None: server.ratelimit.DEFAULTS; "off"; or {name: "N/minute;M/hour"}
+    "PROXY_COUNT": 0,  # reverse proxies in front: trust that many X-Forwarded-For hops for client addresses
     "STREAM_SECONDS": 300,  # an SSE response ends after this; clients reconnect with Last-Event-ID
 }
 
@@ -54,6 +57,11 @@ def settings_from_env(environ=os.environ) -> dict:
         out["DATA_DIR"] = environ["CHATFLOW_DATA_DIR"]
     if environ.get("CHATFLOW_QUEUE"):
         out["QUEUE"] = environ["CHATFLOW_QUEUE"]
+    if environ.get("CHATFLOW_RATE_LIMITS"):  # "off", or JSON: {"start_chat": "10/minute"}
+        raw = environ["CHATFLOW_RATE_LIMITS"].strip()
+        out["RATE_LIMITS"] = "off" if raw == "off" else json.loads(raw)
+    if environ.get("CHATFLOW_PROXY_COUNT"):
+        out["PROXY_COUNT"] = int(environ["CHATFLOW_PROXY_COUNT"])
     return out
 
 
@@ -85,6 +93,14 @@ def create_app(config: dict | None = None) -> Flask:
     runtime = make_runtime(settings)
     db = runtime.db
     app.extensions["chatflow"] = runtime
+    from .ratelimit import RateLimits
+
+    app.extensions["chatflow_limits"] = RateLimits(settings["RATE_LIMITS"], settings.get("REDIS_URL"),
+                                                   prefix=settings["QUEUE"])
+    if settings["PROXY_COUNT"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["PROXY_COUNT"])
     app.config["ADMIN_TOKEN_CREATED"] = _bootstrap_admin(db, settings["ADMIN_TOKEN"])
 
     from . import api_admin, api_agent, api_inbound, api_widget, live, metrics, openapi, pages
@@ -172,7 +188,10 @@ def _bootstrap_admin(db, token: str | None) -> str | None:
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(e: ApiError):
-        return error_response(e.status, e.code, e.message, e.details)
+        resp = error_response(e.status, e.code, e.message, e.details)
+        if e.status == 429 and isinstance(e.details, dict) and "retry_after" in e.details:
+            resp.headers["Retry-After"] = str(e.details["retry_after"])
+        return resp
 
     @app.errorhandler(CommandRefused)
     def command_refused(e: CommandRefused):

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from engine.model import CommandRefused
 
+from . import ratelimit
 from . import store as S
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "api.schema.json"
@@ -116,8 +117,11 @@ def current_agent(required: bool = True):
     token = _bearer()
     row = None
     if token:
+        ratelimit.before_token_check()
         with current_app.extensions["chatflow"].db.connect() as conn:
             row = conn.execute(select(S.agents).where(S.agents.c.token_hash == S.token_hash(token))).mappings().first()
+        if row is None:
+            ratelimit.token_refused()
     if row is None and required:
         raise ApiError(401, "unauthorized", "an agent token is required (Authorization: Bearer TOKEN)")
     g.agent = dict(row) if row else None
@@ -137,6 +141,7 @@ def customer_token_hash() -> str:
     token = _bearer() or request.headers.get("X-Chat-Token")
     if not token:
         raise ApiError(401, "unauthorized", "the chat token is required (Authorization: Bearer TOKEN)")
+    ratelimit.before_token_check()
     return S.token_hash(token)
 
 
@@ -147,5 +152,6 @@ def customer_chat(chat_id: str) -> dict:
         row = conn.execute(select(S.chats).where(S.chats.c.token_hash == hashed)).mappings().first()
     if row is None or row["id"] != chat_id:
         # the same answer for a wrong token and another chat's token: nothing to probe
+        ratelimit.token_refused()
         raise ApiError(404, "unknown_chat", "no such chat for this token")
     return dict(row)

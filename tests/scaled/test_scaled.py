@@ -208,3 +208,25 @@ def test_the_web_dispatcher_lets_a_batch_grow_while_the_workers_are_behind(redis
         assert [job.args[0] for job in queue.get_jobs()] == [["c_alone"]]
     finally:
         queue.delete(delete_jobs=True)
+
+
+def test_rate_limits_are_counted_in_redis_across_web_processes(pg_url, redis_url, tmp_path):
+    """Two web processes of one installation share the widget limits (kept in Redis,
+    under the installation's queue name); the refusal is a 429 with Retry-After."""
+    config = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "QUEUE": f"chatflow-test-{secrets.token_hex(4)}",
+              "ADMIN_TOKEN": "admintok", "RATE_LIMITS": {"start_chat": "3/minute"}}
+    apps = [create_app({**config, "DATA_DIR": str(tmp_path / name)}) for name in ("web1", "web2")]
+    try:
+        one, two = (a.test_client() for a in apps)
+        addr = {"environ_base": {"REMOTE_ADDR": "10.9.9.9"}}
+        got = [c.post("/api/widget/chats", json={"text": "Hi"}, **addr).status_code for c in (one, one, two)]
+        assert got == [201, 201, 201]
+        r = two.post("/api/widget/chats", json={"text": "Hi"}, **addr)
+        assert (r.status_code, r.get_json()["error"]) == (429, "rate_limited") and int(r.headers["Retry-After"]) >= 1
+        assert one.post("/api/widget/chats", json={"text": "Hi"}, environ_base={"REMOTE_ADDR": "10.9.9.8"}).status_code == 201
+    finally:
+        for a in apps:
+            a.extensions["chatflow_stop"].set()
+            jobs.flush_dispatchers()
+            a.extensions["chatflow"].db.dispose()
+        jobs.make_queue(config).delete(delete_jobs=True)

@@ -7,8 +7,6 @@ import pytest
 
 from server.app import create_app
 
-from conftest import ADMIN_TOKEN, Api
-
 ROUTING = '''
 rule route "New chats go to support" {
   on chat.created
@@ -35,11 +33,11 @@ def test_the_round_robin_goes_on_from_one_command_to_the_next(api, client):
 
 
 @pytest.fixture
-def second_process(app, tmp_path):
-    """Another web process on the same PostgreSQL database."""
-    other = create_app({**{k: app.config[k] for k in ("DATABASE_URL", "CLOCK", "SECRET_KEY")},
-                        "DATA_DIR": str(tmp_path / "other"), "TIMERS": False, "ADMIN_TOKEN": ADMIN_TOKEN})
-    yield Api(other.test_client(), other)
+def second_process(app, api, tmp_path):
+    """Another web process on the same PostgreSQL database (the same admin token)."""
+    other = create_app({**{k: app.config[k] for k in ("DATABASE_URL", "CLOCK", "SECRET_KEY", "ADMIN_TOKEN")},
+                        "DATA_DIR": str(tmp_path / "other"), "TIMERS": False})
+    yield type(api)(other.test_client(), other)
     other.extensions["chatflow"].db.dispose()
 
 
