@@ -1,6 +1,7 @@
 """The analytics API (admin): ``GET /api/analytics/report`` (everything), ``/overview``,
-``/agents`` and ``/rules``, each for a period and optional chat filters given as query
-parameters. What each figure means is in the README ("Analytics")."""
+``/agents``, ``/rules`` and ``/daily`` (the chats started, answered and closed per UTC
+day, for the analytics page's chart), each for a period and optional chat filters given
+as query parameters. What each figure means is in the README ("Analytics")."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ from sqlalchemy import select
 
 from dsl.vocabulary import CHANNELS
 
-from . import analytics
+from . import analytics, analytics_daily
 from . import store as S
 from .http import ApiError, require_admin
 
@@ -95,6 +96,8 @@ def build_report(runtime, q: analytics.Query, parts, rule_ids=()) -> dict:
            "filters": {"channel": q.channel, "department": q.department, "agent": q.agent},
            "wait_minutes": q.wait_minutes}
     out.update(analytics.report(runtime.db, q, parts=parts, rule_ids=rule_ids))
+    if "daily" in parts:
+        out["daily"] = analytics_daily.daily(runtime.db, q)
     return out
 
 
@@ -124,3 +127,8 @@ def agents():
 @bp.get("/rules")
 def rules():
     return _answer(("rules",))
+
+
+@bp.get("/daily")
+def daily():
+    return _answer(("daily",))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import statistics
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import pytest
 
@@ -433,3 +434,41 @@ def test_analytics_are_for_admins_only(api, client):
     assert client.get("/api/analytics/report").status_code == 401
     r = client.get("/api/analytics/overview", headers=team["alice"])
     assert r.status_code == 403 and r.get_json()["error"] == "forbidden"
+
+
+def test_the_daily_series_counts_each_utc_day_from_the_log(api, client, history):
+    logs, horizon = history
+    day_of = lambda t: datetime.fromtimestamp(t, timezone.utc).date().isoformat()  # noqa: E731
+    want = {}
+
+    def on(t):
+        return want.setdefault(day_of(t), {"started": 0, "answered": set(), "closed": set()})
+
+    for c in logs:
+        on(c.start)["started"] += 1
+        answered = [w for w in waits(c) if w[2] == "reply"]
+        if answered:
+            on(answered[0][1])["answered"].add(c.id)
+        for t, kind, _ in c.items:
+            if kind == "close":
+                on(t)["closed"].add(c.id)
+    period = f"from={day_of(START)}&to={day_of(horizon)}"
+    r = client.get(f"/api/analytics/daily?{period}", headers=api.admin)
+    assert r.status_code == 200, r.get_json()
+    got = r.get_json()["daily"]
+    assert len(want) >= 2 and len(got) == len(want)  # the history spans days; each is listed
+    assert {d["day"]: {k: v for k, v in d.items() if k != "day"} for d in got} == {
+        day: {"started": w["started"], "answered": len(w["answered"]), "closed": len(w["closed"])}
+        for day, w in want.items()}
+    # the days sum to the overview's figures (a chat closed on two days would count twice)
+    whole = client.get(f"/api/analytics/overview?{period}", headers=api.admin).get_json()["overview"]["chats"]
+    assert sum(d["started"] for d in got) == whole["started"]
+    assert sum(d["answered"] for d in got) == whole["answered"]
+
+    # a filter applies; a period of hours lists the days it touches, zeros included
+    r = client.get("/api/analytics/daily?from=2026-01-04T23:00:00Z&to=2026-01-05T20:00:00Z&channel=telegram",
+                   headers=api.admin)
+    got = r.get_json()["daily"]
+    early = [c for c in logs if c.channel == "telegram" and c.start < START + 11 * 3600]
+    assert [d["day"] for d in got] == ["2026-01-04", "2026-01-05"]
+    assert got[0]["started"] == 0 and got[1]["started"] == len(early) > 0
