@@ -1,6 +1,7 @@
-"""The web pages: the operator console (``/``), the rules page for admins (``/rules``),
-the customer widget (``/widget.js``, one ``<script>`` tag) and a demo shop that embeds it
-(``/demo``). Plain HTML, CSS and JavaScript modules from ``server/static``: no build step.
+"""The web pages: the operator console (``/``), the rules and analytics pages for admins
+(``/rules``, ``/analytics``), the customer widget (``/widget.js``, one ``<script>`` tag)
+and a demo shop that embeds it (``/demo``). Plain HTML, CSS and JavaScript modules from
+``server/static``: no build step.
 
 The pages hold no data of their own; they call the HTTP API and read its event streams
 with the same tokens as any other client. Every page is served with a strict Content
@@ -9,7 +10,11 @@ widget API answers cross-origin requests, so the widget works on any site.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from flask import Blueprint, current_app, render_template, request, send_from_directory
+
+from dsl.vocabulary import CHANNELS
 
 bp = Blueprint("pages", __name__)
 
@@ -39,6 +44,14 @@ def console():
 @bp.get("/rules")
 def rules():
     return _page("rules.html")
+
+
+@bp.get("/analytics")
+def analytics():
+    # "today" by the service's clock, not the browser's: the default period is the last
+    # seven days the service has lived (a test clock, or a browser in another zone)
+    today = datetime.fromtimestamp(current_app.extensions["chatflow"].clock(), timezone.utc).date()
+    return _page("analytics.html", today=today.isoformat(), channels=CHANNELS)
 
 
 @bp.get("/demo", defaults={"page": ""})

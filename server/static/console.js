@@ -86,6 +86,7 @@ function renderMe() {
   $("me-status").value = state.me.status;
   $("me-shortcut").value = state.me.reply_shortcut || "enter";
   $("rules-link").hidden = !state.me.is_admin;
+  $("analytics-link").hidden = !state.me.is_admin;
 }
 
 $("me-status").addEventListener("change", async (ev) => {

@@ -442,6 +442,7 @@ def test_the_daily_series_counts_each_utc_day_from_the_log(api, client, history)
     want = {}
 
     def on(t):
+        """The expected figures of the day of ``t``."""
         return want.setdefault(day_of(t), {"started": 0, "answered": set(), "closed": set()})
 
     for c in logs:
