@@ -74,7 +74,15 @@ def web_app():
     config = settings_from_env()
     if os.environ.get("CHATFLOW_STREAM_SECONDS"):
         config["STREAM_SECONDS"] = float(os.environ["CHATFLOW_STREAM_SECONDS"])
-    return create_app(config)
+    app = create_app(config)
+    try:  # as create_app() does for a server process (commits after the session's start)
+        from server.app import tune_gc
+
+        app.extensions["chatflow"].ruleset()
+        tune_gc()
+    except ImportError:
+        pass
+    return app
 
 
 # ---------------------------------------------------------------- figures

@@ -50,6 +50,7 @@ def cmd_worker(args) -> int:
     from rq import SimpleWorker
 
     from server import jobs
+    from server.app import tune_gc
 
     settings, runtime = _scaled_runtime(args)
     redis = jobs.make_redis(settings["REDIS_URL"])
@@ -58,29 +59,34 @@ def cmd_worker(args) -> int:
     queue = jobs.make_queue(settings, redis)
     # SimpleWorker runs jobs in this process: no fork per job, the compiled rules stay warm
     worker = SimpleWorker([queue], connection=redis, serializer=queue.serializer)
+    runtime.ruleset()
+    tune_gc()
     worker.work(burst=args.burst, with_scheduler=False)
     return 0
 
 
 def cmd_scheduler(args) -> int:
     from server import jobs
+    from server.app import tune_gc
     from server.scheduler import Scheduler
 
     settings, runtime = _scaled_runtime(args)
     queue = jobs.make_queue(settings)
+    tune_gc()
     print("chatflow scheduler: claiming deadlines and relaying the outbox", file=sys.stderr)
     Scheduler(runtime, queue).run(interval=args.interval)
     return 0
 
 
 def cmd_serve(args) -> int:
-    from server.app import create_app, settings_from_env
+    from server.app import create_app, settings_from_env, tune_gc
 
     config = settings_from_env()
     config.update(RULES=tuple(args.rules), RULE_DEFAULTS=not args.no_defaults)
     if args.data_dir:
         config["DATA_DIR"] = args.data_dir
     app = create_app(config)
+    tune_gc()
     token = app.config.get("ADMIN_TOKEN_CREATED")
     where = app.config.get("DATABASE_URL") or f"SQLite in {app.config['DATA_DIR']}/"
     print(f"chatflow serving on http://{args.host}:{args.port} ({where}; deadlines in-process)", file=sys.stderr)
