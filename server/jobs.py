@@ -158,14 +158,22 @@ atexit.register(flush_dispatchers, 5.0)
 
 
 def redis_publisher(redis, channel: str):
-    """A Runtime listener that fans wake-ups out to every web process over Redis."""
+    """A Runtime listener that fans wake-ups out to every web process over Redis: one
+    message per committed batch (``{"signals": [[kind, payload], …]}``)."""
 
-    def publish(kind, payload):
-        try:
-            redis.publish(channel, json.dumps({"kind": kind, "payload": payload}))
-        except Exception as e:  # streams catch up from the database on their next wake-up
-            log.warning("live publish failed: %s", type(e).__name__)
-    return publish
+    class Publisher:
+        def __call__(self, kind, payload):
+            self.many([(kind, payload)])
+
+        def many(self, signals):
+            if not signals:
+                return
+            try:
+                redis.publish(channel, json.dumps({"signals": [[k, p] for k, p in signals]}))
+            except Exception as e:  # streams catch up from the database on their next wake-up
+                log.warning("live publish failed: %s", type(e).__name__)
+
+    return Publisher()
 
 
 def start_redis_subscriber(redis, broker, stop: threading.Event, channel: str) -> threading.Thread:
@@ -180,7 +188,8 @@ def start_redis_subscriber(redis, broker, stop: threading.Event, channel: str) -
                     msg = pubsub.get_message(timeout=1.0)
                     if msg and msg.get("type") == "message":
                         data = json.loads(msg["data"])
-                        broker.listener(data["kind"], data["payload"])
+                        for kind, payload in data.get("signals") or [(data["kind"], data["payload"])]:
+                            broker.listener(kind, payload)
             except Exception as e:
                 log.warning("live subscription lost (%s); retrying", type(e).__name__)
                 stop.wait(1.0)

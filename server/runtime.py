@@ -385,13 +385,25 @@ class Runtime:
         self.stats[key] = self.stats.get(key, 0) + n
 
     def _publish(self, signals) -> None:
-        """Tell listeners (the live streams) what changed; they read the database for it."""
+        """Tell listeners (the live streams) what changed; they read the database for it.
+        Each signal once (a batch notifies one agent of one chat many times); a listener
+        with a ``many`` method gets them all in one call (one Redis message per batch)."""
+        seen, unique = set(), []
+        for kind, payload in signals:
+            key = (kind, payload.get("agent_id"), payload.get("chat_id"))
+            if key not in seen:
+                seen.add(key)
+                unique.append((kind, payload))
         for listener in self.listeners:
-            for kind, payload in signals:
-                try:
-                    listener(kind, payload)
-                except Exception:  # a broken listener must not undo a committed change
-                    log.exception("listener failed")
+            try:
+                many = getattr(listener, "many", None)
+                if many is not None:
+                    many(unique)
+                else:
+                    for kind, payload in unique:
+                        listener(kind, payload)
+            except Exception:  # a broken listener must not undo a committed change
+                log.exception("listener failed")
 
     def after_change(self) -> None:
         """Deliver what the last changes produced outside the database (emails). Only

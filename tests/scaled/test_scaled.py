@@ -3,7 +3,9 @@ to the outbox, RQ workers run the rules, the scheduler claims deadlines with a l
 relays what the web could not enqueue."""
 from __future__ import annotations
 
+import json
 import secrets
+import time
 
 import pytest
 from sqlalchemy import select, text
@@ -79,6 +81,7 @@ def test_workers_run_the_rules_the_web_only_commits(scaled):
     assert r.status_code == 201
     chat_id = r.json["chat"]["id"]
     assert _unprocessed(runtime) == ["chat.created"]  # committed, not yet evaluated
+    jobs.flush_dispatchers()  # the web hands chats to the queue in the background
     assert len(queue) == 1
     work(queue)
     assert _unprocessed(runtime) == []
@@ -230,3 +233,38 @@ def test_rate_limits_are_counted_in_redis_across_web_processes(pg_url, redis_url
             jobs.flush_dispatchers()
             a.extensions["chatflow"].db.dispose()
         jobs.make_queue(config).delete(delete_jobs=True)
+
+
+def test_a_worker_batch_wakes_the_live_streams_with_one_message(scaled, redis_url):
+    """Processing many chats publishes one Redis message for the batch, each signal in it
+    once (a chat's several notifications of one agent wake that agent's stream once)."""
+    app, runtime, worker_runtime, queue, clock = scaled
+    c = app.test_client()
+    _agent(c, "alice")
+    _agent(c, "bob")
+    runtime.dispatch = lambda ids: None  # held: the worker takes them in one batch below
+    chats = []
+    for i in range(3):
+        r = c.post("/api/widget/chats", json={"text": f"Hi {i}"})
+        chats.append(r.json["chat"]["id"])
+        token = {"Authorization": "Bearer " + r.json["token"]}
+        assert c.post(f"/api/widget/chats/{chats[-1]}/messages", json={"text": "hello?"}, headers=token).status_code == 201
+    redis = jobs.make_redis(redis_url)
+    channel = jobs.live_channel(app.config)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel)
+    worker_runtime.listeners.append(jobs.redis_publisher(redis, channel))
+    try:
+        assert worker_runtime.process_chats(chats) == 6
+        messages = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(messages) < 2:
+            msg = pubsub.get_message(timeout=0.2)
+            if msg:
+                messages.append(json.loads(msg["data"]))
+        assert len(messages) == 1, messages
+        signals = [tuple(sorted(p.items())) + (k,) for k, p in messages[0]["signals"]]
+        assert len(signals) == len(set(signals)) == 3 * 2 + 3  # alice and bob of each chat, each chat
+    finally:
+        worker_runtime.listeners.pop()
+        pubsub.close()
