@@ -9,6 +9,9 @@ full sizes (5,000 messages, ten kills); the default sizes keep CI short.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -47,11 +50,11 @@ def service(own_redis, smtp, request):
         yield s
     finally:
         rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:  # what the processes said, to explain the failure
-            for name in ("web", "scheduler") + tuple(f"worker{i}" for i in range(12)):
-                tail = s.log_tail(name, 15)
-                if tail:
-                    print(f"--- {name}.log (last lines)\n{tail}")
+        if rep is not None and rep.failed:  # what the processes said, kept to explain the failure
+            kept = tempfile.mkdtemp(prefix="chatflow-fault-logs-")
+            for log in Path(s.data_dir).glob("*.log"):
+                shutil.copy(log, kept)
+            print(f"the processes' logs are kept in {kept}")
         s.close()
 
 

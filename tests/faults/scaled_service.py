@@ -280,7 +280,7 @@ class Service:
     """A scratch database, the processes of the scaled service on it, and their end."""
 
     def __init__(self, redis_url: str, smtp_url: str | None = None, queue: str | None = None,
-                 label: str = "faults"):
+                 label: str = "faults", rate_limits: str = "off"):
         import psycopg
 
         self.admin = None
@@ -297,6 +297,7 @@ class Service:
         self.admin.execute(f'CREATE DATABASE "{self.name}"')
         self.pg_url = url.rsplit("/", 1)[0] + "/" + self.name
         self.redis_url = redis_url
+        self.rate_limits = rate_limits
         self.smtp_url = smtp_url
         self.queue_name = queue or f"chatflow-{label}-{secrets.token_hex(4)}"
         self.data_dir = tempfile.mkdtemp(prefix=f"chatflow-{label}-")
@@ -310,7 +311,9 @@ class Service:
         e = dict(os.environ)
         e.update(DATABASE_URL=self.pg_url, REDIS_URL=self.redis_url, CHATFLOW_QUEUE=self.queue_name,
                  CHATFLOW_ADMIN_TOKEN=ADMIN_TOKEN, CHATFLOW_DATA_DIR=self.data_dir, PYTHONUNBUFFERED="1",
-                 SECRET_KEY="fault-secret")
+                 SECRET_KEY="fault-secret",
+                 # one address sends every customer's traffic here; the limits have their own test
+                 CHATFLOW_RATE_LIMITS=self.rate_limits)
         if self.smtp_url:
             e["SMTP_URL"] = self.smtp_url
         return e
@@ -358,6 +361,19 @@ class Service:
 
     def worker(self, name: str) -> subprocess.Popen:
         return self.start(name, [str(BIN / "chatflow"), "worker"])
+
+    def workers_ready(self, seconds: float = 60) -> None:
+        """Wait until every live worker process has registered with RQ (``chatflow worker``
+        exits if Redis does not answer while it starts)."""
+        from redis import Redis
+        from rq import Worker
+
+        r = Redis.from_url(self.redis_url, socket_connect_timeout=1, socket_timeout=2)
+
+        def ready():
+            mine = {p.pid for name, p in self.procs.items() if name.startswith("worker") and p.poll() is None}
+            return mine <= {w.pid for w in Worker.all(connection=r)}
+        wait_until(ready, seconds, "the workers to register with RQ", poll=0.2)
 
     def scheduler(self, interval: float = 0.25) -> subprocess.Popen:
         return self.start("scheduler", [str(BIN / "chatflow"), "scheduler", "--interval", str(interval)])

@@ -180,6 +180,20 @@ def settled(service, workload: Workload, smtp=None) -> bool:
     return smtp is None or smtp.total() >= email_chats
 
 
+def settle_state(service, workload: Workload, smtp=None) -> str:
+    """What :func:`settled` still waits for, in words."""
+    now = time.time()
+    due = service.rows("SELECT chat_id, rule_id, due, lease_until FROM timers WHERE due <= :now ORDER BY due",
+                       now=now)
+    return (f"{service.scalar('SELECT count(*) FROM events WHERE processed_at IS NULL')} events unprocessed; "
+            f"{len(due)} deadlines due, e.g. "
+            + ", ".join(f"{r[1]} of {r[0]} due {now - r[2]:.1f} s ago, lease "
+                        f"{'none' if r[3] is None else f'{r[3] - now:+.1f} s'}" for r in due[:3])
+            + f"; {service.scalar('SELECT count(*) FROM emails WHERE sent_at IS NULL')} emails unsent, "
+            f"{service.scalar('SELECT count(*) FROM emails')} stored"
+            + ("" if smtp is None else f", {smtp.total()} at the SMTP server"))
+
+
 def problems(service, workload: Workload, smtp=None, streams=(), streams_complete=True) -> list[str]:
     """Every broken promise, as a sentence naming the chat, message or notification.
     ``streams_complete=False`` checks the streams for duplicates only (see
@@ -280,3 +294,44 @@ def stream_state(service, streams) -> str:
     n = service.scalar("SELECT count(*) FROM notifications WHERE agent_id = 'alice'")
     return f"{n} notifications stored; " + "; ".join(
         f"{s.name}: {len(s.received)} received, last id {s.last_id}, {s.reconnects} reconnects" for s in streams)
+
+
+def run_under_fault(service, smtp, messages: int, rate: float, fault, settle_seconds: float = 120.0):
+    """Start web, two workers and the scheduler, send ``messages`` at ``rate`` with two
+    agent streams listening, call ``fault(load)`` while the traffic runs, then wait for
+    the service to settle. Returns (load, problems found, figures)."""
+    import time as _time
+
+    from scaled_service import AgentStream, wait_until
+
+    port = service.web()
+    service.worker("worker0")
+    service.worker("worker1")
+    service.scheduler()
+    service.workers_ready()
+    load = Workload(port, messages, rate=rate)
+    streams = [AgentStream(port, load.alice, "sse-1"), AgentStream(port, load.alice, "sse-2")]
+    figures = {}
+    try:
+        traffic = load.start(seconds=messages / rate * 3 + 60)
+        fault(load)
+        traffic.join(messages / rate * 3 + 90)
+        if traffic.is_alive():
+            raise Failure("the traffic did not end")
+        t0 = _time.monotonic()
+        try:
+            wait_until(lambda: settled(service, load, smtp), settle_seconds, "the service to settle after the fault",
+                       poll=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {settle_state(service, load, smtp)}") from None
+        figures["settled after traffic (s)"] = round(_time.monotonic() - t0, 1)
+        try:
+            wait_until(lambda: streams_caught_up(service, streams), 40, "the event streams to catch up", poll=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {stream_state(service, streams)}") from None
+    finally:
+        for s in streams:
+            s.close()
+    figures["stream misses"] = {k: len(v) for k, v in stream_misses(service, streams).items()}
+    figures["dead processes"] = [name for name, p in service.procs.items() if p.poll() is not None]
+    return load, problems(service, load, smtp, streams, streams_complete=False), figures
