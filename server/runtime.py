@@ -373,12 +373,13 @@ class Runtime:
         conn.execute(S.timers.delete().where(S.timers.c.chat_id.in_(ids)))
         if timer_rows:
             conn.execute(S.timers.insert(), timer_rows)
-        new_notes = _insert_new(conn, S.notifications, note_rows)
-        if _insert_new(conn, S.emails, email_rows):
+        _insert_missing(conn, S.notifications, note_rows)
+        if _insert_missing(conn, S.emails, email_rows):
             self._emails_waiting = True
         if trace_rows:
             conn.execute(S.traces.insert(), trace_rows)
-        signals = [("notification", {"agent_id": r["agent_id"], "chat_id": r["chat_id"]}) for r in new_notes]
+        # a redelivered notification was not stored again; its wake-up costs a stream one read
+        signals = [("notification", {"agent_id": r["agent_id"], "chat_id": r["chat_id"]}) for r in note_rows]
         return signals + [("chat", {"chat_id": cid}) for cid in ids]
 
     def _count(self, key, n=1) -> None:
@@ -528,14 +529,14 @@ class _Loaded(NamedTuple):
     engine: Engine
 
 
-def _insert_new(conn, table, rows) -> list:
-    """Insert the rows whose ``key`` is not stored yet; returns those inserted."""
+def _insert_missing(conn, table, rows) -> int:
+    """Insert the rows whose ``key`` is not stored yet (``ON CONFLICT (key) DO NOTHING``,
+    sent as one pipelined executemany); returns how many rows were offered."""
     if not rows:
-        return []
+        return 0
     unique = list({r["key"]: r for r in rows}.values())
-    stmt = _dialect_insert(conn)(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key)
-    stored = {r[0] for r in conn.execute(stmt, unique)}
-    return [r for r in unique if r["key"] in stored]
+    conn.execute(_dialect_insert(conn)(table).on_conflict_do_nothing(index_elements=["key"]), unique)
+    return len(unique)
 
 
 class _LazyTable:

@@ -9,8 +9,11 @@ redelivered event never stores a notification or an email twice.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
+
+import orjson
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
                         create_engine, event, exc)
@@ -137,6 +140,15 @@ articles = Table(
 )
 
 
+def json_dumps(value) -> str:
+    """JSON columns are written with orjson (a chat's state is rewritten on every command);
+    what it does not take (integers beyond 64 bits in custom fields) falls back to json."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def token_hash(token: str) -> str:
     """Tokens are stored as their SHA-256: a leaked table opens no chat."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -157,9 +169,14 @@ def database_url(url: str | None, data_dir: str) -> str:
 def make_db(url: str):
     """An SQLAlchemy engine with the tables created; SQLite in WAL mode."""
     is_sqlite = url.startswith("sqlite")
-    kwargs = {"future": True}
+    kwargs = {"future": True, "json_serializer": json_dumps}
     if is_sqlite:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        # executemany goes to psycopg's pipelined executemany of one prepared statement;
+        # SQLAlchemy's default (one INSERT … VALUES with every row) made psycopg parse a
+        # new long query text for each batch
+        kwargs["use_insertmanyvalues"] = False
     db = create_engine(url, **kwargs)
     if not is_sqlite:
         _ping_when_idle(db)

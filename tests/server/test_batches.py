@@ -114,3 +114,12 @@ def test_an_embedded_answer_shows_what_the_rules_did(api, client, runtime):
     r = api.post(f"/api/widget/chats/{cid}/messages", cust, {"text": "hello?"}, status=201)
     texts = [m["text"] for m in r.get_json()["messages"]]
     assert texts[-2:] == ["hello?", "Thanks, Ann: an operator will be with you shortly."]
+
+
+def test_values_orjson_refuses_are_stored_all_the_same(api, runtime):
+    """JSON columns are written with orjson; an integer beyond 64 bits in a custom field
+    (valid JSON a client may send) falls back to the json module instead of failing."""
+    team = api.agents("alice")
+    cid, _ = api.start_chat("Hi", fields={"order": 2**70, "note": "café ☕"})
+    fields = api.agent_chat(cid, team["alice"])["fields"]
+    assert fields == {"order": 2**70, "note": "café ☕"}
