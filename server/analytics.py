@@ -143,17 +143,8 @@ def _stream(q: Query, postgres: bool):
     # compare as bytes (and abbreviate), several times faster than a libc locale's.
     chat_key = rows.c.chat_id.collate("C") if postgres else rows.c.chat_id
     order = dict(partition_by=chat_key, order_by=rows.c.seq)
-    before = dict(order, rows=(None, -1))  # one frame for all: one pass of the sorted rows
-
-    def so_far(aggregate, value, pick):
-        """``aggregate`` of ``value`` over the rows so far, this one included, from the
-        aggregate over the rows before it (a second frame would be a second pass)."""
-        earlier = aggregate(value).over(**before)
-        return case((value.is_(None), earlier), (earlier.is_(None), value), (pick(value, earlier), value),
-                    else_=earlier)
-
-    later = lambda a, b: a > b  # noqa: E731
-    sooner = lambda a, b: a < b  # noqa: E731
+    so_far, before = dict(order, rows=(None, 0)), dict(order, rows=(None, -1))
+    joins = case((k == JOINED, 1), else_=0)
     wait_row = case((k.in_(WAIT_ROWS), rows.c.seq * KINDS + k))
     first = select(
         chat_key.label("chat_id"), rows.c.seq, rows.c.at, k, rows.c.agent_id,
@@ -161,10 +152,11 @@ def _stream(q: Query, postgres: bool):
         func.max(wait_row).over(**before).label("prev_wait_row"),
         # the chat's last wait row up to the period's end: a customer message means a wait still running
         func.max(wait_row).over(**order, rows=(None, None)).label("last_wait_row"),
-        func.coalesce(func.sum(case((k == JOINED, 1), else_=0)).over(**before), 0).label("joins_before"),
-        so_far(func.max, case((k.in_((CREATED, CREATED_WITH_MESSAGE, REOPENED)), rows.c.at)), later).label("opened_at"),
-        so_far(func.min, case((k.in_((CREATED, CREATED_WITH_MESSAGE)), rows.c.at)), sooner).label("created_at"),
-        so_far(func.min, case((k.in_(CUSTOMER_MESSAGE), rows.c.at)), sooner).label("first_customer_at"),
+        (func.sum(joins).over(**so_far) - joins).label("joins_before"),
+        func.max(case((k.in_((CREATED, CREATED_WITH_MESSAGE, REOPENED)), rows.c.at))).over(**so_far)
+        .label("opened_at"),
+        func.min(case((k.in_((CREATED, CREATED_WITH_MESSAGE)), rows.c.at))).over(**so_far).label("created_at"),
+        func.min(case((k.in_(CUSTOMER_MESSAGE), rows.c.at))).over(**so_far).label("first_customer_at"),
     ).subquery("first")
 
     f = first.c
