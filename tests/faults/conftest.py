@@ -8,7 +8,6 @@ full sizes (5,000 messages, ten kills); the default sizes keep CI short.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 
 from scaled_service import OwnRedis, Service, SmtpCounter
 
-FULL = os.environ.get("CHATFLOW_FULL_FAULTS") == "1"
 
 
 @pytest.fixture(scope="session")

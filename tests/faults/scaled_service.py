@@ -31,6 +31,7 @@ BIN = Path(sys.executable).parent  # gunicorn and chatflow of this venv
 PG_ADMIN = os.environ.get("CHATFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_TOKEN = "fault-admin"
 ADMIN = {"Authorization": "Bearer " + ADMIN_TOKEN}
+FULL = os.environ.get("CHATFLOW_FULL_FAULTS") == "1"  # the full sizes; the defaults keep CI short
 
 # The default workflow plus two rules with deadlines short enough to fall due during a run.
 FAULT_RULES = '''\

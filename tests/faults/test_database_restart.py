@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import FULL
+from scaled_service import FULL
 from workload import run_under_fault
 
 RESTARTS, RATE = (6, 30.0) if FULL else (3, 30.0)

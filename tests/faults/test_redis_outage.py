@@ -20,7 +20,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from conftest import FULL
+from scaled_service import FULL
 from scaled_service import ADMIN, Http, wait_until
 from workload import run_under_fault
 

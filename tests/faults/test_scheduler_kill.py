@@ -12,12 +12,12 @@ from __future__ import annotations
 import random
 import time
 
-from conftest import FULL
+from scaled_service import FULL
 from scaled_service import wait_until
 from workload import run_under_fault
 
 KILLS, RATE = (10, 30.0) if FULL else (5, 30.0)
-MESSAGES = int((KILLS * 1.5 + 6) * RATE) // 10 * 10
+MESSAGES = int((KILLS * 2.5 + 10) * RATE) // 10 * 10
 
 
 def test_a_scheduler_killed_while_deadlines_are_due_loses_none_and_fires_none_twice(service, smtp):

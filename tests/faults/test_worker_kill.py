@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import FULL
+from scaled_service import FULL
 from scaled_service import AgentStream, wait_until
 from workload import (Workload, problems, settled, stream_misses, stream_state,
                       streams_caught_up)
