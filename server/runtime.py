@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from typing import NamedTuple
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 
 from dsl.loader import load_rule_set
 from engine.core import Engine
@@ -344,6 +344,7 @@ class Runtime:
         (``ON CONFLICT DO NOTHING``), so a redelivered event stores none twice. Returns the
         signals to publish once the transaction has committed."""
         chat_rows, timer_rows, note_rows, email_rows, trace_rows = [], [], [], [], []
+        rule_runs: dict = {}  # (rule, minute) -> [evaluated, fired, effects, last fired]
         for item in items:
             engine, cid = item.engine, item.chat_id
             state = engine.chat_state(cid)
@@ -367,6 +368,7 @@ class Runtime:
             entries = [_trace_json(e) for e in engine.trace if e.kind != "input"]
             if entries:
                 trace_rows.append(dict(chat_id=cid, at=now, entries=entries))
+            _count_rule_runs(rule_runs, engine.trace)
         ids = [item.chat_id for item in items]
         items[0].world.rr_last.save()  # shared by the batch
         conn.execute(update(S.chats).where(S.chats.c.id == bindparam("b_id")), chat_rows)
@@ -378,6 +380,8 @@ class Runtime:
             self._emails_waiting = True
         if trace_rows:
             conn.execute(S.traces.insert(), trace_rows)
+        if rule_runs:
+            _add_rule_runs(conn, rule_runs)
         # a redelivered notification was not stored again; its wake-up costs a stream one read
         signals = [("notification", {"agent_id": r["agent_id"], "chat_id": r["chat_id"]}) for r in note_rows]
         return signals + [("chat", {"chat_id": cid}) for cid in ids]
@@ -527,6 +531,39 @@ class _Loaded(NamedTuple):
     chat_id: str
     world: World
     engine: Engine
+
+
+_SHARD = secrets.randbelow(8)  # this process's rows of rule_runs: workers do not wait on one row
+_RUN_KINDS = {"rule": 0, "fired": 1, "effect": 2}
+
+
+def _count_rule_runs(counts: dict, trace) -> None:
+    """Add a trace's evaluations, firings and effects to ``counts`` by rule and minute."""
+    for e in trace:
+        i = _RUN_KINDS.get(e.kind)
+        if i is None or e.rule is None:
+            continue
+        row = counts.get((e.rule, int(e.at // 60)))
+        if row is None:
+            row = counts[(e.rule, int(e.at // 60))] = [0, 0, 0, None]
+        row[i] += 1
+        if i == 1 and (row[3] is None or e.at > row[3]):
+            row[3] = e.at
+
+
+def _add_rule_runs(conn, counts: dict) -> None:
+    """Add the counts into rule_runs (analytics' per-rule figures), one upsert per batch."""
+    t = S.rule_runs
+    stmt = _dialect_insert(conn)(t)
+    new = stmt.excluded
+    stmt = stmt.on_conflict_do_update(index_elements=["rule", "minute", "shard"], set_={
+        "evaluated": t.c.evaluated + new.evaluated, "fired": t.c.fired + new.fired,
+        "effects": t.c.effects + new.effects,
+        "last_fired": case((new.last_fired.is_(None), t.c.last_fired),
+                           (or_(t.c.last_fired.is_(None), new.last_fired > t.c.last_fired), new.last_fired),
+                           else_=t.c.last_fired)})
+    conn.execute(stmt, [{"rule": rule, "minute": minute, "shard": _SHARD, "evaluated": c[0], "fired": c[1],
+                         "effects": c[2], "last_fired": c[3]} for (rule, minute), c in sorted(counts.items())])
 
 
 def _insert_missing(conn, table, rows) -> int:

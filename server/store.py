@@ -14,9 +14,8 @@ import os
 import time
 
 import orjson
-
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, event, exc)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, SmallInteger, String,
+                        Table, Text, create_engine, event, exc)
 
 metadata = MetaData()
 
@@ -123,6 +122,17 @@ round_robin = Table(  # the agent each department's round robin picked last
     "round_robin", metadata,
     Column("department", String(200), primary_key=True),
     Column("agent_id", String(100), nullable=False),
+)
+
+rule_runs = Table(  # per rule and minute: evaluations, firings, effects (migration 0005)
+    "rule_runs", metadata,
+    Column("rule", String(200), primary_key=True),
+    Column("minute", BigInteger, primary_key=True),
+    Column("shard", SmallInteger, primary_key=True),
+    Column("evaluated", Integer, nullable=False),
+    Column("fired", Integer, nullable=False),
+    Column("effects", Integer, nullable=False),
+    Column("last_fired", Float),
 )
 
 canned = Table(

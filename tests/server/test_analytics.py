@@ -17,7 +17,7 @@ import pytest
 
 from server import analytics as A
 
-from conftest import START
+START = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc).timestamp()  # the clock fixture's start (conftest)
 
 AGENTS = {"alice": ["sales"], "bob": ["support"], "carol": ["sales", "support"]}
 MIN = 60.0
@@ -473,3 +473,14 @@ def test_the_daily_series_counts_each_utc_day_from_the_log(api, client, history)
     early = [c for c in logs if c.channel == "telegram" and c.start < START + 11 * 3600]
     assert [d["day"] for d in got] == ["2026-01-04", "2026-01-05"]
     assert got[0]["started"] == 0 and got[1]["started"] == len(early) > 0
+
+
+def test_per_rule_counts_kept_by_the_workers_agree_with_the_traces(runtime, history):
+    """rule_runs (kept per minute by the workers, read without chat filters) and the
+    stored traces (read with filters) give the same per-rule figures."""
+    logs, horizon = history
+    with runtime.db.connect() as conn:
+        for lo, hi in ((START, horizon + 60), (START + 6 * 3600, START + 30 * 3600)):
+            q = A.Query(lo, hi, now=horizon)
+            assert A._rule_runs(conn, q) == A._rule_traces(conn, q)
+            assert A._rule_runs(conn, q)  # something ran
