@@ -2,7 +2,7 @@
 // tiles, the chats per day as a bar chart (and a table of the same numbers), and the
 // figures per agent and per rule — all from GET /api/analytics/report and /daily.
 // A refused parameter (400, details.parameter) is shown at its field.
-import { api, ApiError, el, setToken, token } from "./session.js";
+import { api, ApiError, el, setToken, signedIn, wireSignIn } from "./session.js";
 import { renderBarChart } from "./bar_chart.js";
 
 const $ = (id) => document.getElementById(id);
@@ -21,42 +21,14 @@ let requestSeq = 0;  // only the answer to the latest request is shown
 // ------------------------------------------------------------------ sign in
 
 async function start() {
-  if (!token()) return showSignIn();
-  let me;
-  try {
-    me = await api("GET", "/api/me");
-  } catch (e) {
-    if (e.status === 401) setToken(null);
-    return showSignIn(e.status === 401 ? "That token is not valid." : e.message);
-  }
-  if (!me.is_admin) return showSignIn(`${me.id} is not an admin: this page needs an admin token.`);
-  $("signin").hidden = true;
-  $("app").hidden = false;
+  const me = await signedIn(showSignIn, { admin: true });
+  if (!me) return;
   $("me-name").textContent = me.id;
   setFields(paramsFromHash() || defaults());
   await Promise.all([loadAgents(), update()]);
 }
 
-function showSignIn(message) {
-  $("app").hidden = true;
-  $("signin").hidden = false;
-  $("signin-error").textContent = message || "";
-  $("signin-token").focus();
-}
-
-$("signin-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const value = $("signin-token").value.trim();
-  if (!value) return;
-  setToken(value);
-  $("signin-token").value = "";
-  await start();
-});
-
-$("signout").addEventListener("click", () => {
-  setToken(null);
-  location.reload();
-});
+const showSignIn = wireSignIn(start);
 
 // ------------------------------------------------------------------ the filters
 

@@ -1,7 +1,7 @@
 // The operator console: sign in with a token, the chats this agent sees, one chat with its
 // commands, composer (replies, private notes with @mentions, canned responses on Shift+3,
 // articles on Shift+8), reassignment, and live notifications from /api/stream.
-import { api, ApiError, el, formatTime, safeLink, setToken, token } from "./session.js";
+import { api, el, formatTime, safeLink, setToken, signedIn, wireSignIn } from "./session.js";
 import { createNotifications, TEMPLATE_LABELS, toast } from "./notifications.js";
 import { createSuggester } from "./suggest.js";
 
@@ -26,18 +26,8 @@ const state = {
 // ------------------------------------------------------------------ sign in
 
 async function start() {
-  if (!token()) return showSignIn();
-  try {
-    state.me = await api("GET", "/api/me");
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) {
-      setToken(null);
-      return showSignIn("That token is not valid any more.");
-    }
-    return showSignIn(e.message);
-  }
-  $("signin").hidden = true;
-  $("app").hidden = false;
+  state.me = await signedIn(showSignIn, { refused: "That token is not valid any more." });
+  if (!state.me) return;
   renderMe();
   const [agents, canned] = await Promise.all([
     api("GET", "/api/agents").catch(() => ({ agents: [] })),
@@ -54,31 +44,13 @@ async function start() {
   schedulePoll();
 }
 
-function showSignIn(message) {
-  $("app").hidden = true;
-  $("signin").hidden = false;
-  $("signin-error").textContent = message || "";
-  $("signin-token").focus();
-}
-
-$("signin-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const value = $("signin-token").value.trim();
-  if (!value) {
-    $("signin-error").textContent = "Enter your agent token.";
-    return;
-  }
-  setToken(value);
-  $("signin-token").value = "";
-  await start();
-});
-
-$("signout").addEventListener("click", () => {
-  setToken(null);
-  if (state.stream) state.stream.close();
-  clearTimeout(state.pollTimer);
-  location.hash = "";
-  location.reload();
+const showSignIn = wireSignIn(start, {
+  empty: "Enter your agent token.",
+  onSignOut: () => {
+    if (state.stream) state.stream.close();
+    clearTimeout(state.pollTimer);
+    location.hash = "";
+  },
 });
 
 function renderMe() {

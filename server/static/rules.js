@@ -1,7 +1,7 @@
 // The rules page (admins): the active rule set and its versions, upload of a new version
 // with each problem shown at its line and column, a dry-run of a scenario, and the
 // per-chat traces of rule runs.
-import { api, ApiError, el, setToken, token } from "./session.js";
+import { api, ApiError, el, signedIn, wireSignIn } from "./session.js";
 import { renderTimeline } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
@@ -33,17 +33,8 @@ const state = { versions: [], shown: null, fileSeq: 0 };
 // ------------------------------------------------------------------ sign in
 
 async function start() {
-  if (!token()) return showSignIn();
-  let me;
-  try {
-    me = await api("GET", "/api/me");
-  } catch (e) {
-    if (e.status === 401) setToken(null);
-    return showSignIn(e.status === 401 ? "That token is not valid." : e.message);
-  }
-  if (!me.is_admin) return showSignIn(`${me.id} is not an admin: this page needs an admin token.`);
-  $("signin").hidden = true;
-  $("app").hidden = false;
+  const me = await signedIn(showSignIn, { admin: true });
+  if (!me) return;
   $("me-name").textContent = me.id;
   $("scenario").value = EXAMPLE_SCENARIO;
   await loadVersions(true);
@@ -55,26 +46,7 @@ async function start() {
   }
 }
 
-function showSignIn(message) {
-  $("app").hidden = true;
-  $("signin").hidden = false;
-  $("signin-error").textContent = message || "";
-  $("signin-token").focus();
-}
-
-$("signin-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const value = $("signin-token").value.trim();
-  if (!value) return;
-  setToken(value);
-  $("signin-token").value = "";
-  await start();
-});
-
-$("signout").addEventListener("click", () => {
-  setToken(null);
-  location.reload();
-});
+const showSignIn = wireSignIn(start);
 
 // ------------------------------------------------------------------ versions
 

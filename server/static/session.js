@@ -79,3 +79,61 @@ export function formatTime(epochSeconds) {
   return sameDay ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
     : d.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
 }
+
+// ------------------------------------------------------------------ signing in (every page)
+
+const byId = (id) => document.getElementById(id);
+
+// Wires a page's sign-in form (#signin-form, #signin-token, #signin-error) and its
+// "Sign out" button (#signout) around `start`, which runs once a token is set; returns
+// showSignIn(message), which puts the form back. `empty` is said when the form is sent
+// empty; `onSignOut` runs before the page reloads.
+export function wireSignIn(start, { empty = "", onSignOut = () => {} } = {}) {
+  function showSignIn(message) {
+    byId("app").hidden = true;
+    byId("signin").hidden = false;
+    byId("signin-error").textContent = message || "";
+    byId("signin-token").focus();
+  }
+  byId("signin-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const value = byId("signin-token").value.trim();
+    if (!value) {
+      byId("signin-error").textContent = empty;
+      return;
+    }
+    setToken(value);
+    byId("signin-token").value = "";
+    await start();
+  });
+  byId("signout").addEventListener("click", () => {
+    setToken(null);
+    onSignOut();
+    location.reload();
+  });
+  return showSignIn;
+}
+
+// The signed-in agent (GET /api/me), the page shown; or null with the sign-in form back
+// (no token, a refused one, or with `admin` a token that is not an admin's).
+export async function signedIn(showSignIn, { admin = false, refused = "That token is not valid." } = {}) {
+  if (!token()) {
+    showSignIn();
+    return null;
+  }
+  let me;
+  try {
+    me = await api("GET", "/api/me");
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) setToken(null);
+    showSignIn(e instanceof ApiError && e.status === 401 ? refused : e.message);
+    return null;
+  }
+  if (admin && !me.is_admin) {
+    showSignIn(`${me.id} is not an admin: this page needs an admin token.`);
+    return null;
+  }
+  byId("signin").hidden = true;
+  byId("app").hidden = false;
+  return me;
+}
