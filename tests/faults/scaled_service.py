@@ -217,6 +217,7 @@ class AgentStream:
         self.received: Counter = Counter()
         self.last_id = 0
         self.reconnects = 0
+        self.arrivals: list[tuple[int, int]] = []
         self.latencies: list[float] = []  # seconds from a notification's `at` to its arrival
         self._stop = threading.Event()
         self._conn = None
@@ -238,10 +239,10 @@ class AgentStream:
                     raise OSError(f"stream answered {r.status}")
                 block = []
                 while not self._stop.is_set():
-                    line = r.fp.readline()
+                    line = r.readline()  # through the chunked transfer decoding (r.fp would show the chunk sizes)
                     if not line:
                         break  # the stream's time is up: reconnect
-                    line = line.decode("utf-8").rstrip("\n")
+                    line = line.decode("utf-8").rstrip("\r\n")
                     if line:
                         block.append(line)
                         continue
@@ -261,6 +262,7 @@ class AgentStream:
         if fields.get("event") == "notification":
             nid = int(fields["id"])
             self.received[nid] += 1
+            self.arrivals.append((self.reconnects, nid))  # (connection number, id): where a duplicate came from
             self.last_id = max(self.last_id, nid)
             self.latencies.append(time.time() - json.loads(fields["data"])["at"])
 
