@@ -3,6 +3,7 @@ SQLite file by default (``DATABASE_URL`` for PostgreSQL)."""
 from __future__ import annotations
 
 import sys
+import time
 
 
 def register(sub) -> None:
@@ -57,12 +58,24 @@ def cmd_worker(args) -> int:
     runtime.listeners.append(jobs.redis_publisher(redis, jobs.live_channel(settings)))
     jobs.set_runtime(runtime)
     queue = jobs.make_queue(settings, redis)
-    # SimpleWorker runs jobs in this process: no fork per job, the compiled rules stay warm
-    worker = SimpleWorker([queue], connection=redis, serializer=queue.serializer)
     runtime.ruleset()
     tune_gc()
-    worker.work(burst=args.burst, with_scheduler=False)
-    return 0
+    # SimpleWorker runs jobs in this process: no fork per job, the compiled rules stay warm.
+    # RQ's loop ends with Redis's ConnectionError when Redis goes away; the worker waits
+    # and starts a new loop (jobs whose results were lost are in the outbox: relayed).
+    from redis.exceptions import ConnectionError as RedisDown, TimeoutError as RedisSlow
+
+    pause = 1.0
+    while True:
+        try:  # a new worker talks to Redis at once (it names its connection)
+            worker = SimpleWorker([queue], connection=redis, serializer=queue.serializer)
+            worker.work(burst=args.burst, with_scheduler=False)
+            return 0
+        except (RedisDown, RedisSlow) as e:
+            print(f"chatflow worker: Redis unreachable ({type(e).__name__}); retrying in {pause:.0f} s",
+                  file=sys.stderr, flush=True)
+            time.sleep(pause)
+            pause = min(pause * 2, 15.0)
 
 
 def cmd_scheduler(args) -> int:

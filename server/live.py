@@ -65,6 +65,9 @@ class Broker:
             self.publish(f"chat:{payload['chat_id']}")
 
 
+LATE_COMMIT_SECONDS = 600  # how far back (notification time) a stream looks for rows committed late
+
+
 def _sse(event_id, event: str, data) -> str:
     return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -87,7 +90,8 @@ def _stream(channel: str, read_new, last: int):
             yield "retry: 2000\n\n"
             while True:
                 for event_id, event, data in read_new(sent):
-                    sent = event_id
+                    # a row committed late is sent with its own id, below the cursor, which stays
+                    sent = max(sent, event_id)
                     yield _sse(event_id, event, data)
                 left = limit - (time.monotonic() - started)
                 if left <= 0:
@@ -108,15 +112,33 @@ def agent_stream():
     me = current_agent()
     db = current_app.extensions["chatflow"].db
 
+    n = S.notifications
+    mine = n.c.agent_id == me["id"]
+    delivered: dict = {}  # id -> at, of what this stream sent within LATE_COMMIT_SECONDS
+    floor = _last_event_id()  # what the client had before this stream (Last-Event-ID): not looked back at
+
     def read_new(after):
+        # Ids are taken when a worker inserts a row, not when it commits: a batch that
+        # commits late can make a row below the cursor visible after rows above it were
+        # sent. So each wake-up also looks LATE_COMMIT_SECONDS back (by notification time)
+        # for rows below the cursor this stream has not sent.
         with db.connect() as conn:
-            rows = conn.execute(select(S.notifications).where(
-                (S.notifications.c.agent_id == me["id"]) & (S.notifications.c.id > after))
-                .order_by(S.notifications.c.id).limit(500)).mappings().all()
+            rows = list(conn.execute(select(n).where(mine & (n.c.id > after)).order_by(n.c.id).limit(500)).mappings())
+            if delivered:
+                horizon = max(delivered.values()) - LATE_COMMIT_SECONDS
+                late = [i for i in conn.execute(select(n.c.id).where(
+                        mine & (n.c.id > floor) & (n.c.id < after) & (n.c.at >= horizon)))
+                        .scalars() if i not in delivered]
+                if late:
+                    rows = list(conn.execute(select(n).where(n.c.id.in_(late)).order_by(n.c.id)).mappings()) + rows
+                for i in [i for i, at in delivered.items() if at < horizon]:
+                    del delivered[i]
+        for r in rows:
+            delivered[r["id"]] = r["at"]
         return [(r["id"], "notification", {"id": r["id"], "chat_id": r["chat_id"], "template": r["template"],
                                            "text": r["text"], "rule": r["rule"], "at": r["at"]}) for r in rows]
 
-    return _stream(f"agent:{me['id']}", read_new, _last_event_id())
+    return _stream(f"agent:{me['id']}", read_new, floor)
 
 
 @bp.get("/api/widget/chats/<chat_id>/stream")

@@ -9,6 +9,7 @@ turns them off (benchmarks); see the README.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 from flask import current_app, request
@@ -16,6 +17,8 @@ from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+
+log = logging.getLogger("chatflow")
 
 # what -> limits, per client address ("ip") or per chat token ("chat")
 DEFAULTS = {
@@ -50,7 +53,12 @@ class RateLimits:
         from .http import ApiError
 
         for item in self.limits.get(what, ()):
-            if not self.limiter.hit(item, self.prefix, what, key):
+            try:
+                allowed = self.limiter.hit(item, self.prefix, what, key)
+            except Exception as e:  # the store (Redis) is away: let customers through, and say so
+                log.warning("rate limit %s not checked: %s", what, type(e).__name__)
+                return
+            if not allowed:
                 reset, _ = self.limiter.get_window_stats(item, self.prefix, what, key)
                 retry = max(1, math.ceil(reset - _now()))
                 raise ApiError(429, "rate_limited", f"too many requests: at most {item} for this {_KEYS[what]}; "

@@ -533,7 +533,6 @@ class _Loaded(NamedTuple):
     engine: Engine
 
 
-_SHARD = secrets.randbelow(8)  # this process's rows of rule_runs: workers do not wait on one row
 _RUN_KINDS = {"rule": 0, "fired": 1, "effect": 2}
 
 
@@ -562,7 +561,10 @@ def _add_rule_runs(conn, counts: dict) -> None:
         "last_fired": case((new.last_fired.is_(None), t.c.last_fired),
                            (or_(t.c.last_fired.is_(None), new.last_fired > t.c.last_fired), new.last_fired),
                            else_=t.c.last_fired)})
-    conn.execute(stmt, [{"rule": rule, "minute": minute, "shard": _SHARD, "evaluated": c[0], "fired": c[1],
+    # the shard is the database session's process id: no two open transactions write one
+    # row, so a batch waiting on a lock (or slow to commit) holds back no other worker
+    shard = conn.connection.dbapi_connection.info.backend_pid if conn.dialect.name == "postgresql" else 0
+    conn.execute(stmt, [{"rule": rule, "minute": minute, "shard": shard, "evaluated": c[0], "fired": c[1],
                          "effects": c[2], "last_fired": c[3]} for (rule, minute), c in sorted(counts.items())])
 
 

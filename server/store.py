@@ -14,7 +14,7 @@ import os
 import time
 
 import orjson
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, SmallInteger, String,
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String,
                         Table, Text, create_engine, event, exc)
 
 metadata = MetaData()
@@ -128,7 +128,7 @@ rule_runs = Table(  # per rule and minute: evaluations, firings, effects (migrat
     "rule_runs", metadata,
     Column("rule", String(200), primary_key=True),
     Column("minute", BigInteger, primary_key=True),
-    Column("shard", SmallInteger, primary_key=True),
+    Column("shard", Integer, primary_key=True),
     Column("evaluated", Integer, nullable=False),
     Column("fired", Integer, nullable=False),
     Column("effects", Integer, nullable=False),

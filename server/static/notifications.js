@@ -22,6 +22,7 @@ export function createNotifications({ agentId, describe, onNotification, onFatal
   const lastSeenKey = `chatflow.lastNotification.${agentId}`;
   let unread = [];
   let last = 0;
+  const seen = new Set();  // ids this page showed from the stream (it may resend one after a reconnect)
 
   async function start() {
     const data = await api("GET", "/api/notifications?unread=1").catch(() => ({ notifications: [] }));
@@ -43,9 +44,12 @@ export function createNotifications({ agentId, describe, onNotification, onFatal
       headers: { Authorization: `Bearer ${token()}` },
       lastEventId: last,
       onEvent: (event, n) => {
-        if (event !== "notification" || n.id <= last) return;
-        last = n.id;
-        localStorage.setItem(lastSeenKey, String(n.id));
+        // a notification committed late arrives below the newest one: keep it, once
+        if (event !== "notification" || seen.has(n.id) || unread.some((u) => u.id === n.id)) return;
+        seen.add(n.id);
+        if (seen.size > 1000) seen.delete(seen.values().next().value);
+        last = Math.max(last, n.id);
+        localStorage.setItem(lastSeenKey, String(last));
         unread.push(n);
         Promise.resolve(onNotification(n)).finally(() => {
           render();

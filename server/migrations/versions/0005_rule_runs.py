@@ -2,8 +2,9 @@
 
 The analytics' per-rule figures summed every entry of every stored trace (26 s for a
 month of a million messages). The worker now adds its counts here in the transaction
-that stores the trace: one row per (rule, minute, shard), the shard a per-process number
-so concurrent workers do not wait on one row. Existing traces are counted in once here.
+that stores the trace: one row per (rule, minute, shard), the shard the writing database
+session's process id, so no two open transactions write one row (a batch waiting on a
+lock would hold back every worker that shared its row). Existing traces are counted in once here.
 
 Revision ID: 0005
 Revises: 0004
@@ -23,7 +24,7 @@ def upgrade():
         "rule_runs",
         sa.Column("rule", sa.String(200), primary_key=True),
         sa.Column("minute", sa.BigInteger, primary_key=True),  # epoch seconds // 60 of the evaluations
-        sa.Column("shard", sa.SmallInteger, primary_key=True),
+        sa.Column("shard", sa.Integer, primary_key=True),  # the writer's backend process id
         sa.Column("evaluated", sa.Integer, nullable=False),
         sa.Column("fired", sa.Integer, nullable=False),
         sa.Column("effects", sa.Integer, nullable=False),
