@@ -89,6 +89,21 @@ class IsNone:
 
 
 @dataclass(frozen=True)
+class Changed:
+    """A change condition, true only on a ``chat.updated`` whose changes include the fact.
+
+    ``changed(FACT)``: ``old`` and ``new`` are None. ``FACT changed to NEW``: ``old`` is
+    None. ``FACT changed from OLD to NEW``: both set. (A written ``none`` is a Literal, so
+    None here always means "not written".)
+    """
+
+    fact: "Expr"
+    old: "Expr | None" = None
+    new: "Expr | None" = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
 class For:
     """``STATE for DURATION``: true once the state has held for that long."""
 
@@ -123,7 +138,7 @@ class Paren:
     span: Span = _span()
 
 
-Expr = Union[Literal, Duration, ListLit, Regex, Ref, Call, Compare, IsNone, For, Not, And, Or, Paren]
+Expr = Union[Literal, Duration, ListLit, Regex, Ref, Call, Compare, IsNone, Changed, For, Not, And, Or, Paren]
 
 
 # ---------------------------------------------------------------- actions

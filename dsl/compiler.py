@@ -195,7 +195,8 @@ class _Compiler:
             event_scope = None
         else:
             event_scope = rule.on
-        scope = Scope(event_scope, frozenset(schedules), self.report)
+        scope = Scope(event_scope, frozenset(schedules), self.report,
+                      unknown_event=rule.on is not None and event_scope is None)
         constant = UNKNOWN
         if rule.when is not None:
             constant = check_condition(rule.when, scope).const
@@ -271,6 +272,8 @@ def _children(node):
         return (node.left, node.right)
     if isinstance(node, ast.Call):
         return node.args
+    if isinstance(node, ast.Changed):
+        return tuple(n for n in (node.fact, node.old, node.new) if n is not None)
     return ()
 
 

@@ -31,7 +31,7 @@ _COMPARE_OPS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "not in", "con
                           "starts with", "ends with", "matches"})
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 # Words the grammar reads as something else where a condition's name would stand.
-_NOT_A_NAME = frozenset({"true", "false", "none", "not"})
+_NOT_A_NAME = frozenset({"true", "false", "none", "not", "changed"})
 _REGEX_BODY_RE = re.compile(r"(\\[^\n]|[^\\/\n])*\Z")
 _NOTIFY_OPTIONS = ("except_", "template", "message")
 _BARE_ACTIONS = frozenset({"unassign", "close", "reopen", "lock", "unlock", "stop"})
@@ -60,6 +60,8 @@ def _binding(e) -> int:
         return _NOT
     if isinstance(e, (ast.Compare, ast.IsNone)):
         return _COMPARE
+    if isinstance(e, ast.Changed):
+        return _ATOM if e.new is None else _COMPARE  # changed(F) | F changed to V
     if isinstance(e, ast.For):
         return _FOR
     return _ATOM
@@ -90,6 +92,8 @@ def _bare_expr(e) -> str:
         return f"{left} {e.op} {_expr(e.right, _FOR)}"
     if isinstance(e, ast.IsNone):
         return _expr(e.operand, _FOR) + (" is not none" if e.negated else " is none")
+    if isinstance(e, ast.Changed):
+        return _changed(e)
     if isinstance(e, ast.For):
         if not isinstance(e.duration, ast.Duration):
             raise ValueError("`for` takes a duration")
@@ -109,6 +113,19 @@ def _bare_expr(e) -> str:
     if isinstance(e, ast.Regex):
         raise ValueError("a /regex/ stands only after `matches`")
     raise ValueError(f"not an expression node: {e!r}")
+
+
+def _changed(e: ast.Changed) -> str:
+    if e.new is None:
+        if e.old is not None:
+            raise ValueError("`changed from V` needs `to W`")
+        if not isinstance(e.fact, ast.Ref):
+            raise ValueError("`changed(…)` takes a name")
+        return f"changed({_name(e.fact.name)})"
+    fact = _expr(e.fact, _FOR)
+    if e.old is None:
+        return f"{fact} changed to {_expr(e.new, _FOR)}"
+    return f"{fact} changed from {_expr(e.old, _FOR)} to {_expr(e.new, _FOR)}"
 
 
 def _literal(e: ast.Literal) -> str:

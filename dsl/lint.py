@@ -20,6 +20,7 @@ LINT_CODES = {
     "empty_target": "a `notify` whose target is always empty: nobody is ever notified",
     "unknown_value": "a comparison with a value the fact never takes",
     "unknown_template": "a template name the product does not ship (define it on the server)",
+    "no_change_condition": "a rule `on chat.updated` without a change condition fires at every change of any field",
 }
 
 
@@ -80,6 +81,8 @@ def lint(ruleset: RuleSet) -> list[Diagnostic]:
                  "drop the `when`, or fix the comparison")
         elif r.when is not None and r.constant is False:
             warn(r.when.span, "always_false", f"the condition of `{r.id}` is never true; the rule never fires")
+        if r.on == V.UPDATE_EVENT and not _has_change_condition(r.when):
+            _check_unguarded_update(r, warn)
         for a in r.actions:
             if a.kind == "notify":
                 _check_target(r, a, warn)
@@ -168,11 +171,20 @@ def _cycles(rules) -> list[Diagnostic]:
             by_event.setdefault(r.on, []).append(r)
     nodes = [r for r in rules if r.on and r.constant is not False]
     edges: dict[str, list] = {}  # rule id -> [(event, next rule)]
+    needs = {r.id: _required_changes(r.when) for r in by_event.get(V.UPDATE_EVENT, ())}
     for r in nodes:
-        out, seen_events = [], set()
+        out, seen_events, seen_updated = [], set(), set()
         for a in r.actions:
             for ev in V.ACTION_EVENTS.get(a.kind, ()):
-                if ev not in seen_events:
+                if ev == V.UPDATE_EVENT:
+                    # one chat.updated per action, with only what it changed: a rule that
+                    # needs another field's change is not triggered by it
+                    changed = _action_changes(a)
+                    for nxt in by_event.get(ev, ()):
+                        if nxt.id not in seen_updated and needs[nxt.id] <= changed:
+                            seen_updated.add(nxt.id)
+                            out.append((ev, nxt))
+                elif ev not in seen_events:
                     seen_events.add(ev)
                     out.extend((ev, nxt) for nxt in by_event.get(ev, ()))
         edges[r.id] = out
@@ -187,6 +199,67 @@ def _cycles(rules) -> list[Diagnostic]:
             start.id_span, "rule_cycle", "rules trigger each other in a loop: " + " → ".join(path), "warning",
             "guard a rule's condition (e.g. `event.actor != \"rule\"`) to break it"))
     return found
+
+
+def _has_change_condition(expr) -> bool:
+    stack = [expr] if expr is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Changed):
+            return True
+        if isinstance(node, (ast.And, ast.Or)):
+            stack.extend(node.items)
+        elif isinstance(node, (ast.Not, ast.For, ast.IsNone)):
+            stack.append(node.operand)
+        elif isinstance(node, ast.Paren):
+            stack.append(node.expr)
+        elif isinstance(node, ast.Compare):
+            stack.extend((node.left, node.right))
+    return False
+
+
+def _check_unguarded_update(rule, warn):
+    """``on chat.updated when chat.priority == 4`` fires again at every later change (a tag,
+    an assignment …) while the priority stays 4: most likely ``changed to`` was meant."""
+    hint = "test what changed: `changed(chat.status)`, `chat.priority changed to 4`"
+    for fact, value in _equalities(rule.when).items():
+        if V.change_key(fact) is not None:
+            from .formatter import format_expr
+
+            hint = f"did you mean `{fact} changed to {format_expr(ast.Literal(value, _kind(value)))}`?"
+            break
+    span = rule.when.span if rule.when is not None else rule.id_span
+    warn(span, "no_change_condition",
+         f"`{rule.id}` runs `on {V.UPDATE_EVENT}` without a change condition: it fires at every change of any field",
+         hint)
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "none"
+    return "bool" if isinstance(value, bool) else "int" if isinstance(value, int) else "str"
+
+
+def _required_changes(expr) -> frozenset:
+    """The change keys a condition needs in a chat.updated: those of its top-level
+    ``changed(F)`` / ``F changed …`` conjuncts."""
+    keys = set()
+    for c in _conjuncts(expr):
+        if isinstance(c, ast.Changed):
+            fact = c.fact
+            while isinstance(fact, ast.Paren):
+                fact = fact.expr
+            key = V.change_key(fact.name) if isinstance(fact, ast.Ref) else None
+            if key is not None:
+                keys.add(key)
+    return frozenset(keys)
+
+
+def _action_changes(action) -> frozenset:
+    keys = V.ACTION_CHANGES.get(action.kind, ())
+    if action.kind == "set_field":
+        keys = (f"fields.{action.field_name}",)
+    return frozenset(keys)
 
 
 def _components(nodes, edges) -> list:

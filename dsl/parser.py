@@ -307,6 +307,15 @@ class _Build:
     def is_not_none(self, meta, children):
         return ast.IsNone(children[0], True, self.sp(meta))
 
+    def changed(self, meta, children):
+        return ast.Changed(ast.Ref(children[0].value, self.tsp(children[0])), span=self.sp(meta))
+
+    def changed_to(self, meta, children):
+        return ast.Changed(children[0], None, children[1], self.sp(meta))
+
+    def changed_from_to(self, meta, children):
+        return ast.Changed(children[0], children[1], children[2], self.sp(meta))
+
     def for_(self, meta, children):
         return ast.For(children[0], parse_duration(self.path, children[1]), self.sp(meta))
 

@@ -40,6 +40,9 @@ class Scope:
     event: str | None
     schedules: frozenset
     report: object  # callable(span, code, message, hint=None, severity="error")
+    # the rule's `on` names no known event (already reported): event is None, yet this is
+    # not a state rule
+    unknown_event: bool = False
 
     @property
     def has_message(self) -> bool:
@@ -123,6 +126,8 @@ def check_expr(node, scope: Scope) -> Typed:
         return Typed(V.BOOL)
     if isinstance(node, ast.For):
         return _check_for(node, scope)
+    if isinstance(node, ast.Changed):
+        return _check_changed(node, scope)
     if isinstance(node, ast.Not):
         t = _boolean(node.operand, scope, "not")
         return Typed(V.BOOL, (not t.const) if t.known else UNKNOWN)
@@ -178,6 +183,73 @@ def _check_for(node: ast.For, scope: Scope) -> Typed:
                          or "states: " + ", ".join(V.STATES))
         return Typed(V.BOOL)
     return Typed(V.BOOL)
+
+
+def _changeable_hint() -> str:
+    return "a `chat.updated` reports " + ", ".join(f"`{f}`" for f in V.CHANGEABLE) + \
+        f" and `{V.CHANGEABLE_FIELD_PREFIX}NAME`"
+
+
+def _check_changed(node: ast.Changed, scope: Scope) -> Typed:
+    """``changed(FACT)``, ``FACT changed to V``, ``FACT changed from V to W``: FACT must be
+    a field a chat.updated reports, V and W values of its type, and the rule must run
+    ``on chat.updated`` (on any other event, and in a state rule, it could never hold)."""
+    fact = node.fact
+    while isinstance(fact, ast.Paren):
+        fact = fact.expr
+    ftype = V.ANY
+    if not isinstance(fact, ast.Ref):
+        scope.report(node.fact.span, "not_changeable", "`changed` tests a chat field, not an expression",
+                     _changeable_hint())
+    elif V.change_key(fact.name) is None:
+        name = fact.name
+        if fact_type(name) is None:
+            scope.report(fact.span, "unknown_fact", f"unknown fact `{name}`",
+                         did_you_mean(name, V.CHANGEABLE) or did_you_mean(name, V.all_names()) or _changeable_hint())
+        else:
+            if name.startswith("customer.fields."):
+                hint = f"did you mean `chat.fields.{name[len('customer.fields.'):]}`?"
+            elif name == "assignee.id":
+                hint = "did you mean `chat.assignee`?"
+            else:  # spelled right, but a fact no command changes (or not one of the chat's)
+                hint = _changeable_hint()
+            scope.report(fact.span, "not_changeable", f"`{name}` is not a field a `chat.updated` reports", hint)
+    else:
+        ftype = fact_type(fact.name)
+    if scope.event != V.UPDATE_EVENT and not scope.unknown_event:
+        where = f"a rule `on {scope.event}`" if scope.event else "a state rule"
+        scope.report(node.span, "change_unavailable",
+                     f"a change condition is never true in {where}: changes come with `{V.UPDATE_EVENT}`",
+                     f"run the rule `on {V.UPDATE_EVENT}`" if scope.event
+                     else f"make it an event rule `on {V.UPDATE_EVENT}`")
+    typed_fact = Typed(ftype)
+    values = []
+    for value in (node.old, node.new):
+        if value is None:
+            continue
+        t = check_expr(value, scope)
+        values.append(t)
+        if not _comparable(ftype, t.type):
+            hint = _enum_hint(node, ftype, t.type)
+            if ftype.name == "list":
+                hint = f'test the list itself: `changed({_name(fact)}) and {_name(fact)} contains "…"`'
+            scope.report(value.span, "type_mismatch",
+                         f"`{_name(fact)}` is {_describe(ftype)}, not {_describe(t.type)}", hint)
+            continue
+        _check_enum(ast.Compare("==", fact, value, value.span), typed_fact, t, scope)
+    const = UNKNOWN
+    if any(_outside_enum(typed_fact, t) or _out_of_range(ftype, t) for t in values):
+        const = False  # a value the field never takes
+    elif len(values) == 2 and values[0].known and values[1].known and values[0].const == values[1].const \
+            and type(values[0].const) is type(values[1].const):
+        const = False  # a change always has a new value other than the old
+    return Typed(V.BOOL, const)
+
+
+def _out_of_range(t: V.Type, value: Typed) -> bool:
+    if not value.known or not isinstance(value.const, int) or isinstance(value.const, bool):
+        return False
+    return (t.low is not None and value.const < t.low) or (t.high is not None and value.const > t.high)
 
 
 def _check_call(node: ast.Call, scope: Scope) -> Typed:

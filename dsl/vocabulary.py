@@ -12,8 +12,35 @@ EVENTS = (
     "chat.created", "message.created", "message.edited", "message.deleted", "message.read",
     "chat.joined", "chat.assigned", "chat.unassigned", "chat.subscribed", "chat.unsubscribed",
     "chat.locked", "chat.unlocked", "chat.closed", "chat.reopened", "chat.tagged",
+    "chat.untagged", "chat.updated",
     "customer.left", "customer.returned", "agent.status_changed",
 )
+
+# The event a change condition (``changed(FACT)``, ``FACT changed to V``, ``FACT changed
+# from V to W``) reads: one per command or action that changed a field below, after the
+# change's own event; ``data["changes"]`` maps each changed field to ``[old, new]``.
+UPDATE_EVENT = "chat.updated"
+
+# The chat fields a chat.updated reports, by fact, with their key in ``changes``; any
+# ``chat.fields.NAME`` too (key ``fields.NAME``).
+CHANGEABLE: dict[str, str] = {
+    "chat.status": "status",
+    "chat.priority": "priority",
+    "chat.department": "department",
+    "chat.tags": "tags",
+    "chat.assignee": "assignee",
+}
+CHANGEABLE_FIELD_PREFIX = "chat.fields."
+
+
+def change_key(fact: str) -> str | None:
+    """The key of a changeable fact in a chat.updated's ``changes`` (``chat.priority`` →
+    ``priority``, ``chat.fields.plan`` → ``fields.plan``), or None if it is not changeable."""
+    if fact in CHANGEABLE:
+        return CHANGEABLE[fact]
+    if fact.startswith(CHANGEABLE_FIELD_PREFIX) and len(fact) > len(CHANGEABLE_FIELD_PREFIX):
+        return fact[len("chat."):]
+    return None
 
 # Events whose rules see a ``message``: chat.created's message is the first message.
 MESSAGE_EVENTS = frozenset({"chat.created", "message.created", "message.edited", "message.deleted"})
@@ -141,19 +168,37 @@ STRATEGIES = ("round_robin", "least_busy")
 
 # The events an action can cause, for the cycle lint and the cascade.
 ACTION_EVENTS: dict[str, tuple] = {
-    "assign_agent": ("chat.assigned",),
-    "assign_department": ("chat.assigned",),
-    "unassign": ("chat.unassigned",),
+    "assign_agent": ("chat.assigned", "chat.updated"),
+    "assign_department": ("chat.assigned", "chat.updated"),
+    "unassign": ("chat.unassigned", "chat.updated"),
     "subscribe": ("chat.subscribed",),
     "unsubscribe": ("chat.unsubscribed",),
     "reply": ("message.created",),
     "reply_article": ("message.created",),
     "note": ("message.created",),
-    "tag": ("chat.tagged",),
-    "close": ("chat.closed",),
-    "reopen": ("chat.reopened",),
+    "tag": ("chat.tagged", "chat.updated"),
+    "untag": ("chat.untagged", "chat.updated"),
+    "set_priority": ("chat.updated",),
+    "set_field": ("chat.updated",),
+    "close": ("chat.closed", "chat.updated"),
+    "reopen": ("chat.reopened", "chat.updated"),
     "lock": ("chat.locked",),
     "unlock": ("chat.unlocked",),
+}
+
+# The changeable fields (keys of ``changes``) each action can change; ``fields.*`` stands
+# for the field a ``set field`` names. The cycle lint reads it: a rule that needs a
+# change of the priority is not triggered again by an action that only tags.
+ACTION_CHANGES: dict[str, tuple] = {
+    "assign_agent": ("assignee",),
+    "assign_department": ("department", "assignee"),
+    "unassign": ("assignee",),
+    "tag": ("tags",),
+    "untag": ("tags",),
+    "set_priority": ("priority",),
+    "set_field": ("fields.*",),
+    "close": ("status",),
+    "reopen": ("status",),
 }
 
 # What a template placeholder may name: the roots templates see (SPEC §3.6).

@@ -122,6 +122,8 @@ class _Gen:
             return f"(({s} := {since}(ch)) is not None and ctx.now - {s} >= {n.duration.seconds!r})"
         if isinstance(n, ast.Compare):
             return self.compare(n)
+        if isinstance(n, ast.Changed):
+            return self.changed(n)
         if isinstance(n, ast.Literal):
             return "True" if n.value is True else "False"
         return f"({self.value(n)} is True)"
@@ -158,6 +160,21 @@ class _Gen:
             return f"(({v} := {left}) is not None and {v}.lower().{method}({self.const(lit.value.lower())}))"
         fn = self.const(ref.BINARY[op])
         return f"{fn}({left}, {self.value(n.right)})"
+
+    def changed(self, n: ast.Changed) -> str:
+        """True only on a chat.updated whose changes hold the fact (and its values)."""
+        fact = n.fact
+        while isinstance(fact, ast.Paren):
+            fact = fact.expr
+        e, c, key = self.tmp(), self.tmp(), self.const(V.change_key(fact.name))
+        test = (f"(({e} := ctx.event) is not None and {e}.type == {self.const(V.UPDATE_EVENT)}"
+                f" and ({c} := {e}.data.get('changes')) is not None and {key} in {c}")
+        if n.new is None:
+            return test + ")"
+        eq = self.const(ref._eq)
+        if n.old is not None:
+            test += f" and {eq}({c}[{key}][0], {self.value(n.old)})"
+        return test + f" and {eq}({c}[{key}][1], {self.value(n.new)}))"
 
     @staticmethod
     def _typed(node, type_name: str) -> bool:

@@ -11,6 +11,11 @@ Two families share one set of internal mutations:
   and ``unlock`` serve both families: passing ``rule=`` selects the rule behaviour.
 
 Every function is ``(world, at, ...) -> list[Event]``; ``at`` is seconds since the epoch.
+
+A command or action that changes any of a chat's status, priority, department, tags,
+custom fields or assignee emits one ``chat.updated`` after its own events (if any), with
+``data["changes"] = {field: [old, new]}`` (fields ``status priority department tags
+assignee fields.NAME``) and ``data["events"]``, the types of those own events.
 """
 from __future__ import annotations
 
@@ -30,6 +35,51 @@ def _event(world: World, chat: Chat | None, type: str, at: float, actor: str, **
     if chat is not None:
         chat.last_activity_at = at  # last_activity_at = the time of the chat's last event
     return world.new_event(type, at, chat.id if chat else None, actor, **kw)
+
+
+# ---------------------------------------------------------------- chat.updated
+
+_WATCHED = ("status", "priority", "department", "assignee")
+
+
+def _watch(chat: Chat) -> tuple:
+    """The fields a chat.updated reports, as they stand now (lists and mappings copied)."""
+    return (chat.status, chat.priority, chat.department, chat.assignee, list(chat.tags), dict(chat.fields))
+
+
+def _same(a, b) -> bool:
+    # `true` is not `1`: a field set from 1 to true changed
+    return type(a) is type(b) and a == b
+
+
+def _changes(before: tuple, chat: Chat) -> dict:
+    """{field: [old, new]} of each watched field that differs from ``before``."""
+    changes = {}
+    for key, old in zip(_WATCHED, before):
+        new = getattr(chat, key)
+        if not _same(old, new):
+            changes[key] = [old, new]
+    tags, fields = before[4], before[5]
+    if tags != chat.tags:
+        changes["tags"] = [tags, list(chat.tags)]
+    if fields != chat.fields:
+        for name in sorted(set(fields) | set(chat.fields)):
+            old, new = fields.get(name), chat.fields.get(name)
+            if not _same(old, new):
+                changes[f"fields.{name}"] = [old, new]
+    return changes
+
+
+def _updated(world: World, chat: Chat, at: float, before: tuple | None, events: list, actor: str,
+             by=None, rule=None) -> list:
+    """``events`` followed by one chat.updated when a watched field changed since ``before``."""
+    if before is None:
+        return events
+    changes = _changes(before, chat)
+    if changes:
+        events.append(_event(world, chat, "chat.updated", at, actor, agent_id=by, rule=rule,
+                             data={"changes": changes, "events": [e.type for e in events]}))
+    return events
 
 
 def _seen_by(world: World, chat_id, agent_id) -> tuple[Chat, object]:
@@ -216,11 +266,12 @@ def customer_message(world: World, at: float, chat_id: str, text: str, via: str 
     via = via or _via_of(chat.channel)
     if via not in ("widget", "email", "api"):
         raise CommandRefused("bad_request", "via must be widget, email or api")
-    events = _reopen(world, chat, at, "customer") if chat.status == "closed" else []
+    before = _watch(chat) if chat.status == "closed" else None  # reopening is its only change
+    events = _reopen(world, chat, at, "customer") if before is not None else []
     message = _add_message(world, chat, at, "customer", chat.customer.id, "reply", text, via)
     chat.customer_read = max(chat.customer_read, message.position)
     events.append(_event(world, chat, "message.created", at, "customer", message_id=message.id))
-    return events
+    return _updated(world, chat, at, before, events, "customer")
 
 
 def email_reply(world: World, at: float, chat_id: str, text: str) -> list:
@@ -270,12 +321,14 @@ def join(world: World, at: float, chat_id: str, agent: str) -> list:
     if chat.assignee == who.id and who.id in chat.subscribers and who.id not in chat.muted:
         return []
     previous = chat.assignee
+    before = _watch(chat)
     if previous != who.id:
         _change_assignee(world, chat, who.id, at)
     chat.muted.discard(who.id)
     _subscribe(chat, who.id)
-    return [_event(world, chat, "chat.joined", at, "agent", agent_id=who.id,
-                   data={"assignee": who.id, "previous_assignee": previous})]
+    events = [_event(world, chat, "chat.joined", at, "agent", agent_id=who.id,
+                     data={"assignee": who.id, "previous_assignee": previous})]
+    return _updated(world, chat, at, before, events, "agent", by=who.id)
 
 
 def read(world: World, at: float, chat_id: str, agent: str) -> list:
@@ -382,7 +435,7 @@ def assign(world: World, at: float, chat_id: str, by: str, agent: str | None = N
            department: str | None = None, strategy: str = "round_robin") -> list:
     """A manual assignment by agent ``by`` to an agent or a department → [chat.assigned]
     (or [chat.unassigned] when a department has nobody free and the chat had an assignee;
-    [] when nothing changes)."""
+    [] when nothing changes), then chat.updated for the assignee and department changed."""
     chat, doer = _seen_by(world, chat_id, by)
     if (agent is None) == (department is None):
         raise CommandRefused("bad_request", "assign takes exactly one of agent or department")
@@ -394,8 +447,12 @@ def assign(world: World, at: float, chat_id: str, by: str, agent: str | None = N
         target = world.agent(agent)
         if not target.sees(chat):
             raise CommandRefused("no_access", f"agent {target.id!r} does not see chat {chat.id!r}")
-        return _assign_to(world, chat, at, target.id, "agent", by=doer.id)
-    return _assign_department(world, chat, at, department, strategy, "agent", by=doer.id)
+    before = _watch(chat)
+    if agent is not None:
+        events = _assign_to(world, chat, at, target.id, "agent", by=doer.id)
+    else:  # checks its arguments before it changes anything
+        events = _assign_department(world, chat, at, department, strategy, "agent", by=doer.id)
+    return _updated(world, chat, at, before, events, "agent", by=doer.id)
 
 
 def close(world: World, at: float, chat_id: str, agent: str | None = None, *, rule=None) -> list:
@@ -403,12 +460,17 @@ def close(world: World, at: float, chat_id: str, agent: str | None = None, *, ru
     Refused when already closed, except for a rule (nothing happens)."""
     chat = world.chat(chat_id)
     if rule is not None:
-        return _close(world, chat, at, "rule", rule=rule) if chat.status == "open" else []
+        if chat.status != "open":
+            return []
+        before = _watch(chat)
+        return _updated(world, chat, at, before, _close(world, chat, at, "rule", rule=rule), "rule", rule=rule)
     if agent is not None:
         chat, _ = _seen_by(world, chat_id, agent)
     if chat.status == "closed":
         raise CommandRefused("chat_closed", f"chat {chat.id!r} is already closed")
-    return _close(world, chat, at, "agent" if agent else "system", by=agent)
+    before = _watch(chat)
+    actor = "agent" if agent else "system"
+    return _updated(world, chat, at, before, _close(world, chat, at, actor, by=agent), actor, by=agent)
 
 
 def reopen(world: World, at: float, chat_id: str, agent: str | None = None, *, rule=None) -> list:
@@ -416,12 +478,17 @@ def reopen(world: World, at: float, chat_id: str, agent: str | None = None, *, r
     for a rule (nothing happens)."""
     chat = world.chat(chat_id)
     if rule is not None:
-        return _reopen(world, chat, at, "rule", rule=rule) if chat.status == "closed" else []
+        if chat.status != "closed":
+            return []
+        before = _watch(chat)
+        return _updated(world, chat, at, before, _reopen(world, chat, at, "rule", rule=rule), "rule", rule=rule)
     if agent is not None:
         chat, _ = _seen_by(world, chat_id, agent)
     if chat.status == "open":
         raise CommandRefused("chat_open", f"chat {chat.id!r} is already open")
-    return _reopen(world, chat, at, "agent" if agent else "system", by=agent)
+    before = _watch(chat)
+    actor = "agent" if agent else "system"
+    return _updated(world, chat, at, before, _reopen(world, chat, at, actor, by=agent), actor, by=agent)
 
 
 def _own_message(chat: Chat, agent_id: str, ref) -> Message:
@@ -486,14 +553,17 @@ def assign_agent(world: World, at: float, chat_id: str, agent: str, *, rule=None
     An unknown agent id is refused (``unknown_agent``) so the trace can say why."""
     chat = world.chat(chat_id)
     world.agent(agent)
-    return _assign_to(world, chat, at, agent, "rule", rule=rule)
+    before = _watch(chat)
+    return _updated(world, chat, at, before, _assign_to(world, chat, at, agent, "rule", rule=rule), "rule", rule=rule)
 
 
 def assign_department(world: World, at: float, chat_id: str, department: str,
                       strategy: str = "round_robin", *, rule=None) -> list:
     """``assign department "d" [by round_robin|least_busy]`` (SPEC §3.6)."""
-    return _assign_department(world, world.chat(chat_id), at, department, strategy or "round_robin",
-                              "rule", rule=rule)
+    chat = world.chat(chat_id)
+    before = _watch(chat)
+    events = _assign_department(world, chat, at, department, strategy or "round_robin", "rule", rule=rule)
+    return _updated(world, chat, at, before, events, "rule", rule=rule)
 
 
 def unassign(world: World, at: float, chat_id: str, *, rule=None) -> list:
@@ -502,9 +572,11 @@ def unassign(world: World, at: float, chat_id: str, *, rule=None) -> list:
     if chat.assignee is None:
         return []
     previous = chat.assignee
+    before = _watch(chat)
     ended = _change_assignee(world, chat, None, at)
-    return [_event(world, chat, "chat.unassigned", at, "rule", rule=rule,
-                   data={"previous_assignee": previous, "ended_lock": ended})]
+    events = [_event(world, chat, "chat.unassigned", at, "rule", rule=rule,
+                     data={"previous_assignee": previous, "ended_lock": ended})]
+    return _updated(world, chat, at, before, events, "rule", rule=rule)
 
 
 def _subscribe_all(world, chat, at, agents, rule) -> list:
@@ -550,31 +622,40 @@ def tag(world: World, at: float, chat_id: str, name: str, *, rule=None) -> list:
     _text(name, "tag")
     if name in chat.tags:
         return []
+    before = _watch(chat)
     chat.tags.append(name)
-    return [_event(world, chat, "chat.tagged", at, "rule", rule=rule, data={"tag": name})]
+    events = [_event(world, chat, "chat.tagged", at, "rule", rule=rule, data={"tag": name})]
+    return _updated(world, chat, at, before, events, "rule", rule=rule)
 
 
 def untag(world: World, at: float, chat_id: str, name: str, *, rule=None) -> list:
-    """Remove a tag. The vocabulary has no untag event, so this never emits one."""
+    """Remove a tag → [chat.untagged, chat.updated]; nothing when the chat lacks it."""
     chat = world.chat(chat_id)
-    if name in chat.tags:
-        chat.tags.remove(name)
-    return []
+    if name not in chat.tags:
+        return []
+    before = _watch(chat)
+    chat.tags.remove(name)
+    events = [_event(world, chat, "chat.untagged", at, "rule", rule=rule, data={"tag": name})]
+    return _updated(world, chat, at, before, events, "rule", rule=rule)
 
 
 def set_priority(world: World, at: float, chat_id: str, priority: int, *, rule=None) -> list:
+    """→ [chat.updated] (the change's only event); nothing when the priority is the same."""
     chat = world.chat(chat_id)
     if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 4:
         raise CommandRefused("bad_request", "priority must be an integer 0–4")
+    before = _watch(chat)
     chat.priority = priority
-    return []
+    return _updated(world, chat, at, before, [], "rule", rule=rule)
 
 
 def set_field(world: World, at: float, chat_id: str, name: str, value, *, rule=None) -> list:
+    """→ [chat.updated] (the change's only event); nothing when the value is the same."""
     chat = world.chat(chat_id)
     _text(name, "field name")
+    before = _watch(chat)
     chat.fields[name] = value
-    return []
+    return _updated(world, chat, at, before, [], "rule", rule=rule)
 
 
 def _bot_message(world, at, chat_id, text, kind, rule, article=None) -> list:

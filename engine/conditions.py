@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import regex
 
 from dsl import ast
+from dsl.vocabulary import UPDATE_EVENT, change_key
 
 from .context import getter
 from .states import STATE_FUNCS
@@ -170,6 +171,8 @@ def compile_condition(node, schedules):
         return lambda ctx: not inner(ctx)
     if isinstance(node, ast.For):
         return _compile_for(node)
+    if isinstance(node, ast.Changed):
+        return _compile_changed(node, schedules)
     if isinstance(node, ast.IsNone):
         v = compile_value(node.operand, schedules)
         if node.negated:
@@ -195,6 +198,39 @@ def _compile_for(node: ast.For):
         s = since(ctx.chat)
         return s is not None and ctx.now - s >= seconds
     return held
+
+
+def changes_of(ctx) -> dict | None:
+    """The ``{field: [old, new]}`` of the chat.updated being evaluated, or None at any
+    other event and at a deadline."""
+    e = ctx.event
+    if e is None or e.type != UPDATE_EVENT:
+        return None
+    return e.data.get("changes")
+
+
+def _compile_changed(node: ast.Changed, schedules):
+    """``changed(F)``: F is among the changes; ``F changed to V``: and its new value == V;
+    ``F changed from V to W``: and its old value == V and its new value == W."""
+    fact = node.fact
+    while isinstance(fact, ast.Paren):
+        fact = fact.expr
+    key = change_key(fact.name)
+    if node.new is None:
+        def changed(ctx):
+            c = changes_of(ctx)
+            return c is not None and key in c
+        return changed
+    new = compile_value(node.new, schedules)
+    old = compile_value(node.old, schedules) if node.old is not None else None
+
+    def changed_to(ctx):
+        c = changes_of(ctx)
+        if c is None or key not in c:
+            return False
+        was, now = c[key]
+        return (old is None or _eq(was, old(ctx))) and _eq(now, new(ctx))
+    return changed_to
 
 
 def _compile_compare(node: ast.Compare, schedules):
@@ -249,6 +285,8 @@ def explain(node, ctx, schedules) -> list:
         elif isinstance(inner, ast.IsNone) and isinstance(inner.operand, (ast.Ref, ast.Call)):
             fn, text = _explained(inner.operand, schedules, as_value=True)
             out.append((depth + 1, text, fn(ctx)))
+        elif isinstance(inner, ast.Changed):
+            out.append((depth + 1, "changes", _shown_changes(changes_of(ctx))))
 
     walk(node, 0)
     return out
@@ -274,6 +312,11 @@ def _explained(n, schedules, as_value: bool = False) -> tuple:
         _EXPLAINED.clear()
     _EXPLAINED[key] = (n, schedules, fn, text)
     return fn, text
+
+
+def _shown_changes(changes) -> dict | None:
+    # what the event changed, as the trace shows a value: {field: [old, new]}
+    return None if changes is None else {k: list(v) for k, v in changes.items()}
 
 
 def _is_operand(n) -> bool:

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from dsl.schedule import next_hour, next_midnight
+from dsl.vocabulary import UPDATE_EVENT
 
 from . import commands as C
 from .actions import Stop, run_action
@@ -30,6 +31,8 @@ from .model import World
 from .states import STATE_FUNCS
 
 MAX_CASCADE = 10
+# the plan of a chat.updated that follows its change's own event (see Engine._event_plan)
+_FOLLOWING_UPDATE = UPDATE_EVENT + " (following)"
 MAX_EVENTS = 1000  # events one input may cause in all: fan-out is bounded, not only depth
 
 
@@ -144,6 +147,18 @@ class Engine:
             self._plans[event_type] = plan
         return plan
 
+    def _event_plan(self, event) -> list:
+        """The rules an event runs. A chat.updated that follows its change's own event
+        (chat.assigned, chat.closed …) runs only the rules on chat.updated: the state rules
+        were just evaluated at that event, which already showed the change. A chat.updated
+        that is its change's only event (set priority, set field) runs them too."""
+        if event.type == UPDATE_EVENT and event.data.get("events"):
+            plan = self._plans.get(_FOLLOWING_UPDATE)
+            if plan is None:
+                plan = self._plans[_FOLLOWING_UPDATE] = [r for r in self.rules if r.rule.on == UPDATE_EVENT]
+            return plan
+        return self._plan(event.type)
+
     # ------------------------------------------------------------ inputs
 
     def execute(self, command: str, at: float, **args) -> Outcome:
@@ -229,13 +244,17 @@ class Engine:
         return [c.id for c in self.world.chats.values() if c.assignee == event.agent_id and c.status == "open"]
 
     def _evaluate(self, event, chat_id, at, out: Outcome) -> list:
+        plan = self._event_plan(event)
+        if not plan and not self.tracing:
+            return []  # a chat.updated nobody listens to costs nothing more
         chat = self.world.chats[chat_id]
         ctx = Context(self.world, chat, event, at, self.ruleset)
         if self.tracing:
-            self._log("event", at, chat_id, event=event.type, event_id=event.id,
-                      detail={"actor": event.actor, "agent": event.agent_id, "rule": event.rule,
-                              "message": event.message_id})
-        return self._run_rules(self._plan(event.type), ctx, event.id, event.type, at, out)
+            detail = {"actor": event.actor, "agent": event.agent_id, "rule": event.rule, "message": event.message_id}
+            if event.type == UPDATE_EVENT:
+                detail["changes"] = event.data.get("changes")
+            self._log("event", at, chat_id, event=event.type, event_id=event.id, detail=detail)
+        return self._run_rules(plan, ctx, event.id, event.type, at, out)
 
     def _run_rules(self, plan, ctx: Context, key_event: str, event_type, at: float, out: Outcome) -> list:
         """Evaluate rules in order on one event (or one deadline instant); fire those whose

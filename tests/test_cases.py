@@ -74,8 +74,9 @@ for _first in "tTfF":
 def shape(node) -> str:
     """A condition as a compact, layout-free string: ``Or(a, And(b, Not(For(c, 300s))))``.
 
-    Comparisons print infix in parentheses (``(chat.status == "open")``), strings as JSON,
-    durations in seconds, and parentheses the author wrote as ``Paren(…)``.
+    Comparisons (and ``changed to`` / ``changed from … to``) print infix in parentheses
+    (``(chat.status == "open")``), strings as JSON, durations in seconds, and parentheses
+    the author wrote as ``Paren(…)``.
     """
     if node is None:
         return "none"
@@ -101,6 +102,12 @@ def shape(node) -> str:
         return f"({shape(node.left)} {node.op} {shape(node.right)})"
     if isinstance(node, ast.IsNone):
         return f"({shape(node.operand)} is {'not ' if node.negated else ''}none)"
+    if isinstance(node, ast.Changed):
+        if node.new is None:
+            return f"changed({shape(node.fact)})"
+        if node.old is None:
+            return f"({shape(node.fact)} changed to {shape(node.new)})"
+        return f"({shape(node.fact)} changed from {shape(node.old)} to {shape(node.new)})"
     if isinstance(node, ast.For):
         return f"For({shape(node.operand)}, {node.duration.seconds}s)"
     if isinstance(node, ast.Not):

@@ -20,11 +20,25 @@ WORDS = ["", "a", "A", "ab", "Ab", "b", "widget", "open", "alice"]
 
 texts = st.sampled_from(WORDS)
 ints = st.integers(-1, 5)
+# change conditions: the facts a chat.updated reports, and values that meet often
+CHANGE_FACTS = ["chat.status", "chat.priority", "chat.department", "chat.tags", "chat.assignee",
+                "chat.fields.plan", "chat.fields.score"]
+CHANGE_KEYS = ["status", "priority", "department", "tags", "assignee", "fields.plan", "fields.score"]
+change_values = st.one_of(st.sampled_from(["a", "open", "alice"]), st.integers(0, 2), st.none(),
+                          st.lists(st.sampled_from(["a", "b"]), max_size=2))
 
 
 def lit(v):
+    if isinstance(v, list):
+        return ast.ListLit(tuple(lit(x) for x in v))
     kind = "none" if v is None else "bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "str"
     return ast.Literal(v, kind)
+
+
+def _changed(fact, form, old, new):
+    if form == 0:
+        return ast.Changed(ast.Ref(fact))
+    return ast.Changed(ast.Ref(fact), lit(old) if form == 2 else None, lit(new))
 
 
 atoms = st.one_of(
@@ -42,6 +56,7 @@ atoms = st.one_of(
     st.builds(ast.Ref, st.sampled_from(STATES)),
     st.builds(lambda f, p: ast.Compare("matches", ast.Ref(f), ast.Regex(p)), st.sampled_from(TEXT_FACTS),
               st.sampled_from(["^p", "(?i)PRICING", "a|b", "^$"])),
+    st.builds(_changed, st.sampled_from(CHANGE_FACTS), st.integers(0, 2), change_values, change_values),
 )
 
 conditions_st = st.recursive(
@@ -78,7 +93,16 @@ def contexts(draw):
                                      draw(texts), "widget", at=float(10 * i)))
     world.chats["c1"] = chat
     message_id = chat.messages[-1].id if chat.messages and draw(st.booleans()) else None
-    event = Event("c1:1", "message.created", "c1", 100.0, "customer", message_id=message_id)
+    kind = draw(st.sampled_from(["message.created", "chat.updated", "deadline"]))
+    if kind == "deadline":
+        event = None
+    elif kind == "chat.updated":
+        changes = draw(st.dictionaries(st.sampled_from(CHANGE_KEYS),
+                                       st.tuples(change_values, change_values).map(list), max_size=3))
+        event = Event("c1:1", "chat.updated", "c1", 100.0, "rule", rule="r",
+                      data={"changes": changes, "events": []})
+    else:
+        event = Event("c1:1", "message.created", "c1", 100.0, "customer", message_id=message_id)
     return Context(world, chat, event, draw(st.sampled_from([100.0, 400.0, 2000.0])))
 
 
@@ -98,6 +122,24 @@ def test_each_operator_agrees_with_the_reference(cond, ctx):
 @given(conditions_st, contexts())
 def test_nested_conditions_agree_with_the_reference(cond, ctx):
     _agree(cond, ctx)
+
+
+def test_change_conditions_are_true_only_on_chat_updated():
+    world = World()
+    chat = Chat("c1", "widget", Customer("u1"), created_at=0.0, priority=4)
+    world.chats["c1"] = chat
+    data = {"changes": {"priority": [1, 4]}, "events": []}
+    for fn in (codegen.compile_condition, conditions.compile_condition):
+        def holds(cond, event):
+            return fn(cond, {})(Context(world, chat, event, 100.0))
+        to4 = ast.Changed(ast.Ref("chat.priority"), None, lit(4))
+        updated = Event("c1:2", "chat.updated", "c1", 100.0, "rule", data=data)
+        # another event carrying the same data is not a change
+        other = Event("c1:2", "chat.tagged", "c1", 100.0, "rule", data=data)
+        assert holds(to4, updated) and not holds(to4, other) and not holds(to4, None)
+        assert holds(ast.Changed(ast.Ref("chat.priority"), lit(1), lit(4)), updated)
+        assert not holds(ast.Changed(ast.Ref("chat.priority"), lit(2), lit(4)), updated)
+        assert not holds(ast.Changed(ast.Ref("chat.status")), updated)
 
 
 def test_rule_text_never_enters_the_generated_source():

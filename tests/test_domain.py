@@ -41,6 +41,13 @@ def refused(world, code, fn, *args, **kw):
     return info.value
 
 
+def own(events):
+    """A change's own events, checking that its chat.updated follows them."""
+    *mine, updated = events
+    assert updated.type == "chat.updated" and updated.data["events"] == types(mine), types(events)
+    return mine
+
+
 def types(events):
     return [e.type for e in events]
 
@@ -94,7 +101,8 @@ def test_customer_message_reopens_closed_chat(world):
     cmd.join(world, T0 + 1, "c1", "alice")
     cmd.close(world, T0 + 2, "c1", "alice")
     events = cmd.customer_message(world, T0 + 3, "c1", "one more thing")
-    assert types(events) == ["chat.reopened", "message.created"]
+    assert types(events) == ["chat.reopened", "message.created", "chat.updated"]
+    assert events[-1].data["changes"] == {"status": ["closed", "open"]}
     assert events[0].actor == "customer"
     assert (chat.status, chat.opened_at, chat.closed_at, chat.assignee) == ("open", T0 + 3, None, "alice")
 
@@ -143,7 +151,7 @@ def test_read_rules(world):
 
 def test_join_makes_responsible_and_subscribed(world):
     chat = started(world)
-    [ev] = cmd.join(world, T0 + 1, "c1", "alice")
+    [ev] = own(cmd.join(world, T0 + 1, "c1", "alice"))
     assert (ev.type, ev.actor, ev.agent_id, ev.data["previous_assignee"]) == ("chat.joined", "agent", "alice", None)
     assert (chat.assignee, chat.subscribers, chat.assigned_at, chat.unassigned_at) == ("alice", ["alice"], T0 + 1, None)
     assert cmd.join(world, T0 + 2, "c1", "alice") == []
@@ -152,7 +160,7 @@ def test_join_makes_responsible_and_subscribed(world):
 def test_later_join_takes_over(world):
     chat = started(world)
     cmd.join(world, T0 + 1, "c1", "alice")
-    [ev] = cmd.join(world, T0 + 2, "c1", "bob")
+    [ev] = own(cmd.join(world, T0 + 2, "c1", "bob"))
     assert ev.data["previous_assignee"] == "alice"
     assert chat.assignee == "bob" and chat.subscribers == ["alice", "bob"]
     refused(world, "not_joined", cmd.reply, T0 + 3, "c1", "alice", text="mine")
@@ -194,7 +202,7 @@ def test_unsubscribe_mutes_until_subscribe_or_join(world):
     cmd.assign_agent(world, T0 + 4, "c1", "bob", rule="r")
     assert chat.assignee == "bob" and "bob" not in chat.subscribers and chat.muted == {"bob"}
     # joining lifts the mute
-    [ev] = cmd.join(world, T0 + 5, "c1", "bob")
+    [ev] = cmd.join(world, T0 + 5, "c1", "bob")  # already the assignee: no chat.updated
     assert ev.type == "chat.joined" and chat.subscribers == ["alice", "carol", "bob"] and chat.muted == set()
     cmd.unsubscribe(world, T0 + 6, "c1", "carol")
     [ev] = cmd.subscribe(world, T0 + 7, "c1", "carol")
@@ -251,13 +259,13 @@ def test_lock_ends_with_close_and_rule_reassignment(world):
     chat = started(world)
     cmd.join(world, T0, "c1", "alice")
     cmd.lock(world, T0, "c1", "alice")
-    [ev] = cmd.close(world, T0 + 1, "c1", "alice")
+    [ev] = own(cmd.close(world, T0 + 1, "c1", "alice"))
     assert ev.data["ended_lock"] == "alice" and chat.locked_by is None
     assert (chat.assignee, chat.subscribers) == ("alice", ["alice"])  # close keeps them
     cmd.reopen(world, T0 + 2, "c1", "alice")
     assert chat.locked_by is None
     cmd.lock(world, T0 + 3, "c1", "alice")
-    [ev] = cmd.assign_agent(world, T0 + 4, "c1", "bob", rule="route")
+    [ev] = own(cmd.assign_agent(world, T0 + 4, "c1", "bob", rule="route"))
     assert (ev.type, ev.actor, ev.rule, ev.data["ended_lock"]) == ("chat.assigned", "rule", "route", "alice")
     assert (chat.assignee, chat.locked_by) == ("bob", None)
 
@@ -266,7 +274,7 @@ def test_assignee_holding_lock_may_assign_away(world):
     chat = started(world)
     cmd.join(world, T0, "c1", "alice")
     cmd.lock(world, T0, "c1", "alice")
-    [ev] = cmd.assign(world, T0 + 1, "c1", "alice", agent="bob")
+    [ev] = own(cmd.assign(world, T0 + 1, "c1", "alice", agent="bob"))
     assert (ev.actor, ev.agent_id, chat.assignee, chat.locked_by) == ("agent", "alice", "bob", None)
 
 
@@ -299,7 +307,7 @@ def test_note_mentions_and_privacy(world):
 def test_manual_assign(world):
     chat = started(world)
     cmd.unsubscribe(world, T0, "c1", "carol")
-    [ev] = cmd.assign(world, T0 + 1, "c1", "alice", agent="carol")
+    [ev] = own(cmd.assign(world, T0 + 1, "c1", "alice", agent="carol"))
     assert (ev.type, ev.actor, ev.agent_id, ev.data["assignee"]) == ("chat.assigned", "agent", "alice", "carol")
     assert chat.subscribers == ["carol"] and chat.muted == set()  # an agent's assignment unmutes
     assert cmd.assign(world, T0 + 2, "c1", "alice", agent="carol") == []
@@ -313,24 +321,24 @@ def test_manual_assign(world):
 
 def test_manual_assign_department_uses_rule_picking(world):
     chat = started(world)
-    [ev] = cmd.assign(world, T0, "c1", "carol", department="sales")
+    [ev] = own(cmd.assign(world, T0, "c1", "carol", department="sales"))
     assert (ev.agent_id, ev.data["assignee"], ev.data["department"]) == ("carol", "alice", "sales")
     assert (chat.assignee, chat.department, world.rr_last) == ("alice", "sales", {"sales": "alice"})
 
 
 def test_close_and_reopen(world):
     chat = started(world)
-    [ev] = cmd.close(world, T0 + 1, "c1")
+    [ev] = own(cmd.close(world, T0 + 1, "c1"))
     assert (ev.type, ev.actor, chat.status, chat.closed_at) == ("chat.closed", "system", "closed", T0 + 1)
     refused(world, "chat_closed", cmd.close, T0 + 2, "c1", "bob")
     assert cmd.close(world, T0 + 2, "c1", rule="r") == []
-    [ev] = cmd.reopen(world, T0 + 3, "c1", "bob")
+    [ev] = own(cmd.reopen(world, T0 + 3, "c1", "bob"))
     assert (ev.type, ev.actor, ev.agent_id) == ("chat.reopened", "agent", "bob")
     assert (chat.status, chat.opened_at, chat.closed_at) == ("open", T0 + 3, None)
     refused(world, "chat_open", cmd.reopen, T0 + 4, "c1")
     assert cmd.reopen(world, T0 + 4, "c1", rule="r") == []
     refused(world, "no_access", cmd.close, T0 + 4, "c1", "dave")
-    [ev] = cmd.close(world, T0 + 5, "c1", rule="auto_close")
+    [ev] = own(cmd.close(world, T0 + 5, "c1", rule="auto_close"))
     assert (ev.actor, ev.rule) == ("rule", "auto_close")
     refused(world, "unknown_chat", cmd.close, T0, "nope")
 
@@ -388,12 +396,21 @@ def test_add_agent_refusals(world):
 
 def test_rule_tags_priority_fields(world):
     chat = started(world)
-    [ev] = cmd.tag(world, T0, "c1", "pricing", rule="route_pricing")
+    [ev] = own(cmd.tag(world, T0, "c1", "pricing", rule="route_pricing"))
     assert (ev.type, ev.actor, ev.rule, ev.data) == ("chat.tagged", "rule", "route_pricing", {"tag": "pricing"})
     assert cmd.tag(world, T0, "c1", "pricing", rule="r") == []
     assert cmd.untag(world, T0, "c1", "vip", rule="r") == [] and chat.tags == ["pricing"]
-    assert cmd.untag(world, T0, "c1", "pricing", rule="r") == [] and chat.tags == []
-    cmd.set_priority(world, T0, "c1", 3, rule="r")
+    [ev] = own(cmd.untag(world, T0, "c1", "pricing", rule="r"))
+    assert (ev.type, ev.rule, ev.data, chat.tags) == ("chat.untagged", "r", {"tag": "pricing"}, [])
+    [upd] = cmd.set_priority(world, T0, "c1", 3, rule="r")
+    assert (upd.type, upd.actor, upd.rule, upd.data) == (
+        "chat.updated", "rule", "r", {"changes": {"priority": [0, 3]}, "events": []})
+    assert cmd.set_priority(world, T0, "c1", 3, rule="r") == []
+    [upd] = cmd.set_field(world, T0, "c1", "plan", "pro", rule="r")
+    assert upd.data["changes"] == {"fields.plan": [None, "pro"]}
+    assert cmd.set_field(world, T0, "c1", "plan", "pro", rule="r") == []
+    [upd] = cmd.set_field(world, T0, "c1", "plan", True, rule="r")
+    assert upd.data["changes"] == {"fields.plan": ["pro", True]}
     cmd.set_field(world, T0, "c1", "plan", "pro", rule="r")
     assert (chat.priority, chat.fields) == (3, {"plan": "pro"})
     refused(world, "bad_request", cmd.set_priority, T0, "c1", 5, rule="r")
@@ -402,11 +419,11 @@ def test_rule_tags_priority_fields(world):
 
 def test_rule_assign_unassign_and_unsubscribe(world):
     chat = started(world)
-    [ev] = cmd.assign_agent(world, T0 + 1, "c1", "bob", rule="r")
+    [ev] = own(cmd.assign_agent(world, T0 + 1, "c1", "bob", rule="r"))
     assert (ev.agent_id, chat.assignee, chat.subscribers) == (None, "bob", ["bob"])
     assert cmd.assign_agent(world, T0 + 2, "c1", "bob", rule="r") == []
     refused(world, "unknown_agent", cmd.assign_agent, T0, "c1", "zed", rule="r")
-    [ev] = cmd.unassign(world, T0 + 3, "c1", rule="r")
+    [ev] = own(cmd.unassign(world, T0 + 3, "c1", rule="r"))
     assert (ev.type, ev.data["previous_assignee"], chat.assignee) == ("chat.unassigned", "bob", None)
     assert chat.subscribers == ["bob"] and chat.unassigned_at == T0 + 3
     assert cmd.unassign(world, T0 + 4, "c1", rule="r") == []
@@ -483,22 +500,24 @@ def test_none_free_keeps_department_unassigned(desk):
     for a in ("a1", "a2", "a3"):
         desk.agents[a].status = "away"
     cmd.start_chat(desk, T0, "c", {"id": "u"})
-    assert cmd.assign_department(desk, T0, "c", "night", rule="r") == []
+    [upd] = cmd.assign_department(desk, T0, "c", "night", rule="r")  # only the department changed
+    assert upd.data == {"changes": {"department": [None, "night"]}, "events": []}
     chat = desk.chats["c"]
     assert (chat.assignee, chat.department) == (None, "night")
     # an assignee outside the department loses the chat when nobody there is free
     cmd.assign_agent(desk, T0 + 1, "c", "x", rule="r")
-    [ev] = cmd.assign_department(desk, T0 + 2, "c", "night", rule="r")
+    [ev] = own(cmd.assign_department(desk, T0 + 2, "c", "night", rule="r"))
     assert (ev.type, ev.data["previous_assignee"], chat.assignee) == ("chat.unassigned", "x", None)
 
 
 def test_online_assignee_of_department_stays(desk):
     cmd.start_chat(desk, T0, "c", {"id": "u"})
     cmd.assign_agent(desk, T0, "c", "a3", rule="r")
+    assert types(cmd.assign_department(desk, T0 + 1, "c", "night", rule="r")) == ["chat.updated"]
     assert cmd.assign_department(desk, T0 + 1, "c", "night", rule="r") == []
     assert (desk.chats["c"].assignee, desk.chats["c"].department) == ("a3", "night")
     desk.agents["a3"].status = "offline"
-    [ev] = cmd.assign_department(desk, T0 + 2, "c", "night", rule="r")
+    [ev] = own(cmd.assign_department(desk, T0 + 2, "c", "night", rule="r"))
     assert (ev.data["previous_assignee"], ev.data["assignee"]) == ("a3", "a1")
 
 

@@ -388,6 +388,10 @@ def test_bad_input_raises_the_parsers_error():
 # ---------------------------------------------------------------- expressions
 
 @pytest.mark.parametrize("text", [
+    "changed(chat.tags)",
+    'not chat.status changed from "open" to "closed" or chat.priority changed to 4',
+    "(chat.priority changed to 4) == true",
+    "changed(chat.fields.plan) for 5m",
     "not chat.idle for 5m",
     "(a or b) and c",
     "a or b and c",
@@ -418,6 +422,11 @@ def test_expression_text_round_trips(text):
     (ast.Compare("not in", ast.Ref("x"), ast.ListLit((ast.Literal("a", "str"), ast.Literal(None, "none")))),
      'x not in ["a", none]'),
     (ast.Call("hour", (ast.Ref("now"), ast.Literal("Europe/Berlin", "str"))), 'hour(now, "Europe/Berlin")'),
+    (ast.Changed(ast.Ref("chat.tags")), "changed(chat.tags)"),
+    (ast.Not(ast.Changed(ast.Ref("chat.priority"), None, ast.Literal(4, "int"))), "not chat.priority changed to 4"),
+    (ast.Changed(ast.Compare("==", ast.Ref("a"), ast.Ref("b")), ast.Ref("c"), ast.Changed(ast.Ref("d"))),
+     "(a == b) changed from c to changed(d)"),
+    (ast.Changed(ast.Ref("a"), None, ast.Changed(ast.Ref("b"), None, ast.Ref("c"))), "a changed to (b changed to c)"),
 ])
 def test_parentheses_are_added_where_precedence_needs_them(tree, text):
     assert format_expr(tree) == text
@@ -439,6 +448,9 @@ def test_a_duration_built_without_its_text_is_spelled_from_its_seconds():
     ast.Literal(-1, "int"),
     ast.Ref("true"),
     ast.Ref("chat..x"),
+    ast.Ref("changed"),
+    ast.Changed(ast.Literal(1, "int")),
+    ast.Changed(ast.Ref("a"), ast.Ref("b"), None),
 ])
 def test_trees_no_text_can_express_are_refused(tree):
     with pytest.raises(ValueError):
@@ -449,6 +461,8 @@ def test_trees_no_text_can_express_are_refused(tree):
 
 def _binding(e) -> int:
     """How tightly a node binds in the grammar (SPEC §3.7), loosest first."""
+    if isinstance(e, ast.Changed):
+        return 6 if e.new is None else 4  # changed(F) is an atom, F changed to V a comparison
     kinds = [(ast.Or,), (ast.And,), (ast.Not,), (ast.Compare, ast.IsNone), (ast.For,)]
     return next((i for i, k in enumerate(kinds, 1) if isinstance(e, k)), 6)
 
@@ -468,6 +482,8 @@ def _without_parens(e):
         return ast.For(_without_parens(e.operand), e.duration)
     if isinstance(e, ast.Compare):
         return ast.Compare(e.op, _without_parens(e.left), _without_parens(e.right))
+    if isinstance(e, ast.Changed):
+        return ast.Changed(*(None if x is None else _without_parens(x) for x in (e.fact, e.old, e.new)))
     return e
 
 
@@ -495,7 +511,9 @@ def _durations(draw):
 
 _regexes = st.lists(st.sampled_from(["a", "Z", ".", "*", r"\/", r"\d", "(?i)", "[x]", "^", "$", " ", "#", '"',
                                      r"\\"]), min_size=1, max_size=6).map(lambda xs: ast.Regex("".join(xs)))
-_atoms = st.one_of(st.sampled_from(NAMES).map(ast.Ref), _literals, _durations())
+CHANGEABLE = ["chat.status", "chat.priority", "chat.tags", "chat.fields.plan"]
+_atoms = st.one_of(st.sampled_from(NAMES).map(ast.Ref), _literals, _durations(),
+                   st.sampled_from(CHANGEABLE).map(lambda n: ast.Changed(ast.Ref(n))))
 
 
 def _expressions(wrap):
@@ -510,6 +528,9 @@ def _expressions(wrap):
                 lambda t: ast.Compare(t[0], wrap(t[1], 5), wrap(t[2], 5))),
             st.tuples(child, _regexes).map(lambda t: ast.Compare("matches", wrap(t[0], 5), t[1])),
             st.tuples(child, st.booleans()).map(lambda t: ast.IsNone(wrap(t[0], 5), t[1])),
+            st.tuples(child, child).map(lambda t: ast.Changed(wrap(t[0], 5), None, wrap(t[1], 5))),
+            st.tuples(child, child, child).map(
+                lambda t: ast.Changed(wrap(t[0], 5), wrap(t[1], 5), wrap(t[2], 5))),
             st.tuples(st.one_of(st.sampled_from(NAMES).map(ast.Ref), child), _durations()).map(
                 lambda t: ast.For(wrap(t[0], 6), t[1])),
             st.tuples(st.sampled_from(FUNCTIONS), st.lists(child, max_size=3)).map(
@@ -609,3 +630,14 @@ def test_comments_anywhere_are_kept_and_settle(name, data):
 def test_keywords_stay_usable_where_the_grammar_reads_a_name():
     source = 'rule true {\n  on none\n  then set field not = "x"\n}\n'
     assert format_source(source) == source
+
+
+def test_change_conditions_print_canonically():
+    messy = ('rule r {on chat.updated when changed ( chat.tags )or chat.priority   changed\n'
+             '  from 2 to 4 or(chat.status changed to "closed") then stop}\n')
+    once = format_source(messy, "c.rules")
+    assert once == ('rule r {\n  on chat.updated\n'
+                    '  when changed(chat.tags) or chat.priority changed from 2 to 4 or (chat.status changed to "closed")\n'
+                    '  then stop\n}\n')
+    assert format_source(once, "c.rules") == once
+    assert parse(once, "c.rules") == parse(messy, "c.rules")

@@ -15,7 +15,7 @@ from yaml.nodes import MappingNode, ScalarNode
 
 from dsl import ast, vocabulary, yaml_form
 from dsl.errors import ParseError, Span
-from dsl.formatter import format_expr
+from dsl.formatter import format_expr, format_rules
 from dsl.parser import MAX_SOURCE_BYTES, parse, parse_expression, parse_file
 from dsl.yaml_form import dump_yaml, load_yaml, load_yaml_file, schema
 
@@ -395,7 +395,7 @@ def test_error_text_users_see():
         "f.yaml:3:37: syntax_error unexpected end of the condition\n"
         "      when: 'chat.status == \"open\" and'\n"
         "                                      ^\n"
-        "  = help: expected `(`, `[`, `false`, `none`, `not`, `true`, a duration, a name, a string, an integer"
+        "  = help: expected `(`, `[`, `changed`, `false`, `none`, `not`, `true`, a duration, a name, a string, an integer"
     )
 
 
@@ -662,3 +662,16 @@ def test_quick_schema_check_agrees_with_jsonschema():
         assert check(doc) == validator.is_valid(doc), doc
         valid += check(doc)
     assert valid > 20  # some mutations keep the file valid: both answers are exercised
+
+
+def test_change_conditions_round_trip_through_yaml():
+    src = ('rule r "Priority up" {\n  on chat.updated\n'
+           '  when chat.priority changed from 2 to 4 or (changed(chat.tags) and chat.status changed to "open")\n'
+           '  then untag "low"\n}\n')
+    rf = parse(src, "c.rules")
+    text = dump_yaml(rf)
+    assert ("    when: 'chat.priority changed from 2 to 4 or (changed(chat.tags) and chat.status changed to"
+            " \"open\")'\n") in text
+    back = load_yaml(text, "c.rules")
+    assert back == rf and dump_yaml(back) == text
+    assert format_rules(back) == src
