@@ -209,7 +209,8 @@ def render_timeline(scenario, test, result, color=False) -> str:
         elif e.kind == "event":
             by = f" by {d['agent']}" if d.get("agent") else ""
             rule = f" (rule {d['rule']})" if d.get("rule") else ""
-            lines.append(f"{t} {c('36', 'event')}   {e.event} {e.chat_id} actor={d.get('actor')}{by}{rule}")
+            changes = f" changes: {_changes_text(d['changes'])}" if d.get("changes") else ""
+            lines.append(f"{t} {c('36', 'event')}   {e.event} {e.chat_id} actor={d.get('actor')}{by}{rule}{changes}")
         elif e.kind == "rule":
             mark = c("32", "✓ fired    ") if e.fired else c("2", "· not fired")
             kind = "state" if d.get("state_rule") else "event"
@@ -218,7 +219,8 @@ def render_timeline(scenario, test, result, color=False) -> str:
                 extra = " (already true before: fires once per episode)"
             lines.append(f"          {mark} {e.rule} [{kind} rule]{extra}")
             for depth, text, value in d.get("why", []):
-                lines.append(f"                {'  ' * depth}{text} = {_short(value)}")
+                shown = _changes_text(value) if text == "changes" else _short(value)
+                lines.append(f"                {'  ' * depth}{text} = {shown}")
         elif e.kind == "fired":
             continue
         elif e.kind == "timer_armed":
@@ -256,3 +258,10 @@ def _short(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+def _changes_text(changes) -> str:
+    """A chat.updated's ``{field: [old, new]}`` as ``priority 0 → 4, tags [] → ['vip']``."""
+    if not isinstance(changes, dict):
+        return _short(changes)
+    return ", ".join(f"{k} {_short(old)} → {_short(new)}" for k, (old, new) in changes.items())

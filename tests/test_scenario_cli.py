@@ -92,3 +92,32 @@ def test_an_unknown_key_in_a_test_is_an_error_not_a_test_that_checks_nothing(tmp
     err = capsys.readouterr()
     out = err.out + err.err
     assert "unknown test key `expects`" in out and "expect" in out
+
+
+def test_dry_run_shows_what_a_chat_updated_changed(capsys):
+    from pathlib import Path
+    import json
+
+    path = str(Path(__file__).resolve().parent / "scenarios" / "semantics_changes.yaml")
+    name = "a priority set by a rule fires the rules on its change, once"
+    assert main(["dry-run", path, "--test", name]) == 0
+    out = capsys.readouterr().out
+    assert "+1m      event   chat.updated c1 actor=rule (rule urgent_words) changes: priority 0 → 4\n" in out
+    assert "          ✓ fired     escalate_priority [event rule]\n" in out
+    assert "                chat.priority changed to 4 = true\n                  changes = priority 0 → 4\n" in out
+    assert main(["dry-run", path, "--test", name, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    entries = doc["timeline"] if isinstance(doc, dict) and "timeline" in doc else doc
+    updated = [e for e in _walk(entries) if e.get("kind") == "event" and e.get("event") == "chat.updated"]
+    assert updated[0]["detail"]["changes"] == {"priority": [0, 4]}
+
+
+def _walk(doc):
+    """Every mapping inside a JSON document, depth first."""
+    if isinstance(doc, dict):
+        yield doc
+        for v in doc.values():
+            yield from _walk(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            yield from _walk(v)
