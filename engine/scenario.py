@@ -83,6 +83,10 @@ def _construct_mapping(loader, node):
     out = _Node()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (list, dict)):  # YAML allows it; no scenario key is one
+            raise ScenarioError([Diagnostic(Span.point(loader.name, key_node.start_mark.line + 1,
+                                                       key_node.start_mark.column + 1),
+                                            "scenario_error", "a key must be a plain value, not a list or a mapping")])
         if key in out:
             raise ScenarioError([Diagnostic(Span.point(loader.name, key_node.start_mark.line + 1,
                                                        key_node.start_mark.column + 1),
@@ -188,18 +192,25 @@ def load_scenario(path: str | Path) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ScenarioError([Diagnostic(Span.point(p, 1, 1), "file_error", f"cannot read scenario: {e}")]) from None
-    loader = _Loader(text)
-    loader.name = p
+    loader = None
     try:
+        loader = _Loader(text)  # the reader refuses control characters here already
+        loader.name = p
         doc = loader.get_single_data()
     except ScenarioError:
         raise
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise ScenarioError([Diagnostic(Span.point(p, line, column), "yaml_error",
+                                        f"character {e.character!r} is not allowed in YAML")]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         span = Span.point(p, mark.line + 1, mark.column + 1) if mark else Span.point(p, 1, 1)
         raise ScenarioError([Diagnostic(span, "yaml_error", str(getattr(e, "problem", e)))]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(doc, dict):
         _fail(p, doc, "a scenario file is a mapping with `tests:`")
     for key in doc:

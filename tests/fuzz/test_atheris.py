@@ -39,8 +39,6 @@ def test_atheris_finds_no_crash(target, tmp_path):
     assert proc.returncode == 0, f"atheris found a crash in {target}:\n{report}"
 
 
-@pytest.mark.xfail(strict=True, reason="engine/scenario.py load_scenario: a control character raises "
-                                       "yaml.reader.ReaderError instead of a located ScenarioError (reported in issue 6)")
 def test_scenario_loader_refuses_a_control_character(tmp_path):
     from dsl.errors import ChatflowError
     from engine.scenario import load_scenario
@@ -51,8 +49,6 @@ def test_scenario_loader_refuses_a_control_character(tmp_path):
         load_scenario(path)
 
 
-@pytest.mark.xfail(strict=True, reason="engine/scenario.py _construct_mapping: a list or mapping as a key raises "
-                                       "TypeError (unhashable) instead of a located ScenarioError (reported in issue 6)")
 def test_scenario_loader_refuses_a_collection_as_a_key(tmp_path):
     from dsl.errors import ChatflowError
     from engine.scenario import load_scenario
