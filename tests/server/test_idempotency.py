@@ -55,7 +55,7 @@ def test_every_command_stores_its_events_and_marks_them_processed(api, client, r
     assert new_events(cid) == ["chat.created"]
     steps = [
         (lambda: api.post(f"/api/widget/chats/{cid}/messages", cust, {"text": "hello?"}), ["message.created"]),
-        (lambda: api.post(f"/api/chats/{cid}/join", team["alice"]), ["chat.joined"]),
+        (lambda: api.post(f"/api/chats/{cid}/join", team["alice"]), ["chat.joined", "chat.updated"]),
         (lambda: api.post(f"/api/chats/{cid}/read", team["alice"]), ["message.read"]),
         (lambda: api.post(f"/api/chats/{cid}/reply", team["alice"], {"text": "Hello"}), ["message.created"]),
         (lambda: api.post(f"/api/chats/{cid}/note", team["bob"], {"text": "@alice fyi"}), ["message.created"]),
@@ -69,9 +69,9 @@ def test_every_command_stores_its_events_and_marks_them_processed(api, client, r
         (lambda: client.delete(f"/api/chats/{cid}/messages/3", headers=team["alice"]), ["message.deleted"]),
         (lambda: api.post(f"/api/chats/{cid}/unsubscribe", team["bob"]), ["chat.unsubscribed"]),
         (lambda: api.post(f"/api/chats/{cid}/subscribe", team["bob"]), ["chat.subscribed"]),
-        (lambda: api.post(f"/api/chats/{cid}/assign", team["alice"], {"agent": "bob"}), ["chat.assigned"]),
-        (lambda: api.post(f"/api/chats/{cid}/close", team["bob"]), ["chat.closed"]),
-        (lambda: api.post(f"/api/chats/{cid}/reopen", team["bob"]), ["chat.reopened"]),
+        (lambda: api.post(f"/api/chats/{cid}/assign", team["alice"], {"agent": "bob"}), ["chat.assigned", "chat.updated"]),
+        (lambda: api.post(f"/api/chats/{cid}/close", team["bob"]), ["chat.closed", "chat.updated"]),
+        (lambda: api.post(f"/api/chats/{cid}/reopen", team["bob"]), ["chat.reopened", "chat.updated"]),
     ]
     for n, (call, expected) in enumerate(steps, 1):
         clock.advance(1)
