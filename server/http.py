@@ -117,7 +117,6 @@ def current_agent(required: bool = True):
     token = _bearer()
     row = None
     if token:
-        ratelimit.before_token_check()
         with current_app.extensions["chatflow"].db.connect() as conn:
             row = conn.execute(select(S.agents).where(S.agents.c.token_hash == S.token_hash(token))).mappings().first()
         if row is None:
@@ -141,7 +140,6 @@ def customer_token_hash() -> str:
     token = _bearer() or request.headers.get("X-Chat-Token")
     if not token:
         raise ApiError(401, "unauthorized", "the chat token is required (Authorization: Bearer TOKEN)")
-    ratelimit.before_token_check()
     return S.token_hash(token)
 
 

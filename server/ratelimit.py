@@ -42,9 +42,9 @@ class RateLimits:
             self.limits = {what: parse_many(text.replace(";", ",")) for what, text in spec.items() if text}
         uri = "memory://" if not redis_url else "redis://" + redis_url.split("://", 1)[1]
         self.limiter = MovingWindowRateLimiter(storage_from_string(uri)) if self.limits else None
-        # refused tokens are counted in this process only: checking them costs no round
-        # trip on every authenticated request (tokens are 256 random bits: this only
-        # slows a guesser down, N web processes let N times as many through)
+        # refused tokens are counted in this process only, when one is refused (tokens
+        # are 256 random bits: this only slows a guesser down; N web processes let N
+        # times as many through)
         self.local = MovingWindowRateLimiter(storage_from_string("memory://")) if self.limits else None
         self.prefix = prefix
 
@@ -91,20 +91,16 @@ def customer(token_hash: str) -> None:
     limits().hit("customer", token_hash)
 
 
-def before_token_check() -> None:
-    """Refuse at once an address that already had too many tokens refused."""
+def token_refused() -> None:
+    """Count a refused token (customer or agent) against the client's address; past the
+    limit the refusal is a 429 instead of the 401/404 (a right token still works: an
+    office behind one address is not locked out by one stale token)."""
     from .http import ApiError
 
     rl = limits()
-    if rl.local is not None and any(not rl.local.test(item, rl.prefix, "bad_token", client())
-                                    for item in rl.limits.get("bad_token", ())):
-        raise ApiError(429, "rate_limited", "too many refused tokens from this address; try again later",
-                       {"retry_after": 60})
-
-
-def token_refused() -> None:
-    """Count a refused token (customer or agent) against the client's address."""
-    rl = limits()
-    if rl.local is not None:
-        for item in rl.limits.get("bad_token", ()):
-            rl.local.hit(item, rl.prefix, "bad_token", client())
+    if rl.local is None:
+        return
+    for item in rl.limits.get("bad_token", ()):
+        if not rl.local.hit(item, rl.prefix, "bad_token", client()):
+            raise ApiError(429, "rate_limited", "too many refused tokens from this address; try again later",
+                           {"retry_after": 60, "limit": str(item)})

@@ -113,7 +113,8 @@ def app(request, backend, tmp_path, clock):
     # DATA_DIR exists, as `chatflow serve` makes it (the maildir lives there)
     os.makedirs(tmp_path / "data")
     config = {"DATA_DIR": str(tmp_path / "data"), "CLOCK": clock, "TIMERS": False,
-              "ADMIN_TOKEN": ADMIN_TOKEN, "SECRET_KEY": "test-secret"}
+              "ADMIN_TOKEN": ADMIN_TOKEN, "SECRET_KEY": "test-secret",
+              "RATE_LIMITS": getattr(request.module, "RATE_LIMITS", None)}  # a module may set its own
     if backend == "postgresql":
         request.getfixturevalue("pg_cleaner")()
         config["DATABASE_URL"] = request.getfixturevalue("pg_url")
