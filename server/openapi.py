@@ -48,7 +48,17 @@ ROUTES = [
     ("put", "/api/admin/canned/{shortcut}", "Create or replace a canned response", "Canned", ADMIN),
     ("put", "/api/admin/articles/{slug}", "Create or replace a help-center article", "Article", ADMIN),
     ("post", "/api/inbound-email", "An inbound email (raw RFC 822) answering a chat email", None, NONE),
+    ("get", "/api/analytics/report", "Every figure of a period (?from, to, channel, department, agent, wait_minutes)",
+     None, ADMIN),
+    ("get", "/api/analytics/overview", "Chats, response and resolution times, escalations, emails of a period", None,
+     ADMIN),
+    ("get", "/api/analytics/agents", "Per agent: chats handled, replies, notes, time to join", None, ADMIN),
+    ("get", "/api/analytics/rules", "Per rule: times evaluated, fired, effects, last fired", None, ADMIN),
+    ("get", "/api/analytics/daily", "Chats started, answered and closed per UTC day", None, ADMIN),
 ]
+
+# routes that are pages, not API operations (server/pages.py, Flask's static files)
+PAGES = ("/", "/analytics", "/rules", "/demo", "/demo/{page}", "/widget.js", "/static/{filename}")
 
 ERROR = {
     "type": "object",

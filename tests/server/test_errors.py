@@ -407,3 +407,21 @@ def test_first_email_with_postgresql_and_no_data_dir(pg_url, pg_cleaner, tmp_pat
         assert len(os.listdir(data_dir / "maildir" / "new")) == 1
     finally:
         app.extensions["chatflow"].db.dispose()
+
+
+def test_every_api_route_is_in_the_openapi_document(app):
+    """The route table of server/openapi.py lists every operation the app serves (pages
+    aside), so /api/openapi.json and the fuzzing built on it cannot drift from the app."""
+    import re
+
+    from server import openapi
+
+    served = set()
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            if path not in openapi.PAGES:
+                served.add((method.lower(), path))
+    listed = {(method, path) for method, path, *_ in openapi.ROUTES}
+    assert served - listed == set(), "served but not documented"
+    assert listed - served == set(), "documented but not served"
