@@ -60,6 +60,19 @@ ROUTES = [
 # routes that are pages, not API operations (server/pages.py, Flask's static files)
 PAGES = ("/", "/analytics", "/rules", "/demo", "/demo/{page}", "/widget.js", "/static/{filename}")
 
+# the query of every /api/analytics/ endpoint (server/api_analytics.py: PARAMETERS)
+ANALYTICS_QUERY = [
+    {"name": "from", "in": "query", "description": "ISO 8601 date or date-time (UTC unless a zone is given)",
+     "schema": {"type": "string"}},
+    {"name": "to", "in": "query", "description": "ISO 8601 date (that day included) or date-time",
+     "schema": {"type": "string"}},
+    {"name": "channel", "in": "query", "schema": {"type": "string"}},
+    {"name": "department", "in": "query", "schema": {"type": "string"}},
+    {"name": "agent", "in": "query", "schema": {"type": "string"}},
+    {"name": "wait_minutes", "in": "query", "description": "the 'waited longer than' threshold",
+     "schema": {"type": "number"}},
+]
+
 ERROR = {
     "type": "object",
     "required": ["error", "message", "details"],
@@ -85,6 +98,8 @@ def document() -> dict:
         params = [{"name": p, "in": "path", "required": True,
                    "schema": {"type": "integer"} if p in ("position", "version") else {"type": "string"}}
                   for p in _path_params(path)]
+        if path.startswith("/api/analytics/"):
+            params += ANALYTICS_QUERY
         if params:
             op["parameters"] = params
         if body:
