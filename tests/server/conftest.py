@@ -109,12 +109,17 @@ def backend(request):
 
 
 @pytest.fixture
-def app(request, backend, tmp_path, clock):
+def app_config():
+    """Settings a test module adds to the app's (override this fixture in the module)."""
+    return {}
+
+
+@pytest.fixture
+def app(request, backend, tmp_path, clock, app_config):
     # DATA_DIR exists, as `chatflow serve` makes it (the maildir lives there)
     os.makedirs(tmp_path / "data")
     config = {"DATA_DIR": str(tmp_path / "data"), "CLOCK": clock, "TIMERS": False,
-              "ADMIN_TOKEN": ADMIN_TOKEN, "SECRET_KEY": "test-secret",
-              "RATE_LIMITS": getattr(request.module, "RATE_LIMITS", None)}  # a module may set its own
+              "ADMIN_TOKEN": ADMIN_TOKEN, "SECRET_KEY": "test-secret", **app_config}
     if backend == "postgresql":
         request.getfixturevalue("pg_cleaner")()
         config["DATABASE_URL"] = request.getfixturevalue("pg_url")

@@ -7,9 +7,15 @@ whole table and lists every cell that differs, so a failure reads as a matrix.
 """
 from __future__ import annotations
 
-# the matrix sends hundreds of refused tokens from one address on purpose; past the
-# default limit they would be 429s (tests/server/test_ratelimit.py tests that)
-RATE_LIMITS = {"bad_token": "100000/minute"}
+import pytest
+
+
+@pytest.fixture
+def app_config():
+    # the matrix sends hundreds of refused tokens from one address on purpose; past the
+    # default limit they would be 429s (tests/server/test_ratelimit.py tests that)
+    return {"RATE_LIMITS": {"bad_token": "100000/minute"}}
+
 
 ROLES = ("anonymous", "customer", "other_customer", "no_access", "other_channel", "operator",
          "responsible", "admin")

@@ -21,14 +21,12 @@ from sqlalchemy import create_engine, select
 
 from server import store as S
 from server.api_inbound import MAX_EMAIL_BYTES
-from server.app import create_app
 from server.mail import reply_address
 from server.smtpd import make_controller
 
 MIN = 60.0
 SECRET = "test-secret"
 DOMAIN = "chatflow.localhost"
-ADMIN_TOKEN = "admintok"  # the token conftest's Api sends
 REPLIES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "email-replies"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,18 +60,9 @@ def outbox():
 
 
 @pytest.fixture
-def app(request, backend, tmp_path, clock, outbox):
+def app_config(outbox):
     """conftest's app, sending its email to ``outbox`` (SMTP_URL) instead of a maildir."""
-    os.makedirs(tmp_path / "data")
-    config = {"DATA_DIR": str(tmp_path / "data"), "CLOCK": clock, "TIMERS": False, "ADMIN_TOKEN": ADMIN_TOKEN,
-              "SECRET_KEY": SECRET, "SMTP_URL": f"smtp://127.0.0.1:{outbox.controller.port}"}
-    if backend == "postgresql":
-        request.getfixturevalue("pg_cleaner")()
-        config["DATABASE_URL"] = request.getfixturevalue("pg_url")
-    app = create_app(config)
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["chatflow"].db.dispose()
+    return {"SECRET_KEY": SECRET, "SMTP_URL": f"smtp://127.0.0.1:{outbox.controller.port}"}
 
 
 @pytest.fixture
