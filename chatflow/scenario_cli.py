@@ -238,6 +238,9 @@ def render_timeline(scenario, test, result, color=False) -> str:
             lines.append(f"{t} {c('33', 'skipped')} {d.get('action')} of {e.rule}: {d.get('reason')}")
         elif e.kind == "stop":
             lines.append(f"          stop: {e.rule} ends the evaluation of {e.event}")
+        elif e.kind == "backlog":
+            taken = ", ".join(d.get("chats") or []) or "no waiting chat it may take"
+            lines.append(f"{t} {c('34', 'backlog')} {d.get('agent')} may take waiting chats after {e.event}: {taken}")
         elif e.kind == "cascade_limit":
             lines.append(f"{t} {c('31', 'cascade_limit')} {e.event} not evaluated: chain deeper than 10 events")
     lines.append("")

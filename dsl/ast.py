@@ -165,6 +165,7 @@ class Action:
       email: target (customer), template
       reply: text | reply_article: article | note: text
       tag, untag: tag | set_priority: priority | set_field: field_name, value
+      set_department: department
     """
 
     kind: str
@@ -248,8 +249,40 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class RoutingLine:
+    """One line of a ``routing`` block.
+
+    kind and the fields it uses:
+      backlog: ``idle`` (a Duration, ``skip idle over D``) or None
+      limit: ``count`` chats ``per`` a Duration (``at most N per D``)
+      capacity: ``channel`` and ``count`` (``capacity CHANNEL N``)
+    """
+
+    kind: str
+    count: int | None = None
+    per: Duration | None = None
+    idle: Duration | None = None
+    channel: str | None = None
+    span: Span = _span()
+    channel_span: Span = _span()
+    comments: tuple = _comments()
+
+
+@dataclass(frozen=True)
+class Routing:
+    """``routing { … }``: how department assignment and the backlog pick agents.
+    Kept among a file's items (in written order); a rule set has at most one."""
+
+    lines: tuple
+    span: Span = _span()
+    comments: tuple = _comments()
+    end_comments: tuple = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class RuleFile:
-    """One source file. ``items`` keeps rules, overrides and disables in written order;
+    """One source file. ``items`` keeps rules, overrides, disables and the routing block in
+    written order;
     ``schedules`` are kept apart since their place in a file carries no meaning."""
 
     path: str

@@ -1,7 +1,7 @@
 """Comments in .rules text: attached to the node they stand before, so fmt keeps them,
 and ``# chatflow: ignore=CODE`` markers resolved to the line they silence.
 
-A comment attaches to the next item, clause, action or schedule line. A comment on the
+A comment attaches to the next item, clause, action, schedule line or routing line. A comment on the
 same line after an action stays at the end of that action's line. Comments inside a
 multi-line condition move to before the next clause.
 """
@@ -74,7 +74,7 @@ def attach_comments(rf: ast.RuleFile, items_in_order, comments) -> ast.RuleFile:
         lead = cur.before(item.span.line, item.span.column)
         if isinstance(item, ast.Rule):
             new = _attach_rule(item, lead, cur)
-        elif isinstance(item, ast.Schedule):
+        elif isinstance(item, (ast.Schedule, ast.Routing)):
             new_lines = []
             for line in item.lines:
                 c = cur.before(line.span.line, line.span.column)

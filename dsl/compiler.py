@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import ast, vocabulary as V
 from .errors import Diagnostic, Span, did_you_mean
+from .routing import NO_ROUTING, CompiledRouting, compile_routing
 from .schedule import CompiledSchedule, compile_schedule
 from .templates import template_problems
 from .types import UNKNOWN, Scope, check_condition, check_expr, timezones
@@ -67,6 +68,7 @@ class RuleSet:
     schedules: dict  # id -> CompiledSchedule
     files: tuple = ()
     disabled: tuple = ()
+    routing: CompiledRouting = NO_ROUTING
 
     def __post_init__(self):
         by_event: dict[str, list] = {}
@@ -125,9 +127,17 @@ class _Compiler:
         entries: dict[str, tuple] = {}  # id -> (Rule, file_index, position, is_default, overrides)
         first_span: dict[str, Span] = {}
         disabled = []
+        routing = None
         for fi, rf in enumerate(files):
             default_file = is_default_file(rf.path)
             for pos, item in enumerate(rf.items):
+                if isinstance(item, ast.Routing):
+                    if routing is not None:
+                        self.report(item.span, "duplicate_routing", "a rule set has one `routing` block",
+                                    f"the first is at {routing.span}")
+                        continue
+                    routing = self._routing(item)
+                    continue
                 if isinstance(item, ast.Disable):
                     if item.id in entries:
                         del entries[item.id]
@@ -165,7 +175,17 @@ class _Compiler:
             if compiled is not None:
                 rules.append(compiled)
         rules.sort(key=lambda r: r.sort_key)
-        return RuleSet(tuple(rules), schedules, tuple(files), tuple(disabled))
+        return RuleSet(tuple(rules), schedules, tuple(files), tuple(disabled), routing or NO_ROUTING)
+
+    def _routing(self, node: ast.Routing) -> CompiledRouting:
+        for line in node.lines:
+            if line.kind == "capacity" and line.channel not in V.CHANNELS:
+                self.report(line.channel_span, "unknown_channel", f"unknown channel `{line.channel}`",
+                            did_you_mean(line.channel, V.CHANNELS) or "channels: " + ", ".join(V.CHANNELS))
+            if line.kind == "limit" and line.count < 1:
+                self.report(line.span, "bad_value", "`at most` needs at least 1 chat per window",
+                            "to keep agents from being picked, leave them out of the department")
+        return compile_routing(node)
 
     def _unknown_rule(self, span, verb, rule_id, entries):
         hint = did_you_mean(rule_id, entries) or (f"`{verb}` names a rule loaded before it")
@@ -227,6 +247,8 @@ class _Compiler:
                             'e.g. `set field plan = "gold"` or `set field origin = chat.page_url`')
             else:
                 check_expr(action.value, scope)
+        if kind == "set_department" and not action.department.strip():
+            self.report(action.span, "bad_value", "`set department` needs a non-empty department")
         if kind in ("tag", "untag") and not action.tag.strip():
             self.report(action.span, "bad_value", f"`{kind}` needs a non-empty tag")
         for text in (action.text, action.message):

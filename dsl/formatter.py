@@ -216,6 +216,8 @@ def format_action(a: ast.Action) -> str:
         return f"set priority {_int(a.priority)}"
     if k == "set_field":
         return f"set field {_name(a.field_name)} = {format_expr(a.value)}"
+    if k == "set_department":
+        return f"set department {quote(a.department)}"
     raise ValueError(f"unknown action kind {k!r}")
 
 
@@ -298,7 +300,7 @@ class _Places:
                             slots.append(((id(a), "lead"), a.comments))
                             slots.append(((id(a), "trailing"), (a.trailing,) if a.trailing else ()))
                 slots.append(((id(node), "end"), node.end_comments))
-            elif isinstance(node, ast.Schedule):
+            elif isinstance(node, (ast.Schedule, ast.Routing)):
                 for sl in node.lines:
                     slots.append(((id(sl), "lead"), sl.comments))
                 slots.append(((id(node), "end"), node.end_comments))
@@ -369,6 +371,8 @@ def format_rules(rf: ast.RuleFile) -> str:
             body = [f"disable {_name(node.id)}" + (f"  {trailing}" if trailing else "")]
         elif isinstance(node, ast.Schedule):
             body = _schedule_lines(node, places)
+        elif isinstance(node, ast.Routing):
+            body = _routing_lines(node, places)
         else:
             body = _rule_lines(node, places)
         lead = _after_previous(blocks, nodes, node, lead)
@@ -554,6 +558,49 @@ def _schedule_lines(s: ast.Schedule, places: _Places) -> list:
     lines.extend(INDENT + c for c in kept["end"])
     lines.append("}")
     return lines
+
+
+# ---------------------------------------------------------------- routing
+
+def _routing_lines(r: ast.Routing, places: _Places) -> list:
+    anchors = [("header", _start(r.span), (r.span.line, r.span.column + len("routing {")))]
+    anchors += [(("line", i), _start(rl.span), _end(rl.span)) for i, rl in enumerate(r.lines)]
+    trailing, kept = {}, {}
+
+    def sort(slot, pairs):
+        kept[slot] = []
+        for text, w in pairs:
+            owner = _trailing_owner(w, anchors)
+            if owner is not None and owner not in trailing:
+                trailing[owner] = text
+            else:
+                kept[slot].append(text)
+
+    for i, rl in enumerate(r.lines):
+        sort(i, places.of(rl, "lead", rl.comments))
+    sort("end", places.of(r, "end", r.end_comments))
+
+    def tail(line, anchor):
+        return line + (f"  {trailing[anchor]}" if anchor in trailing else "")
+
+    lines = [tail("routing {", "header")]
+    for i, rl in enumerate(r.lines):
+        lines.extend(INDENT + c for c in kept[i])
+        lines.append(tail(INDENT + format_routing_line(rl), ("line", i)))
+    lines.extend(INDENT + c for c in kept["end"])
+    lines.append("}")
+    return lines
+
+
+def format_routing_line(rl: ast.RoutingLine) -> str:
+    """``backlog [skip idle over D]``, ``at most N per D`` or ``capacity CHANNEL N``."""
+    if rl.kind == "backlog":
+        return "backlog" + (f" skip idle over {rl.idle.text}" if rl.idle is not None else "")
+    if rl.kind == "limit":
+        return f"at most {_int(rl.count)} per {rl.per.text}"
+    if rl.kind == "capacity":
+        return f"capacity {_name(rl.channel)} {_int(rl.count)}"
+    raise ValueError(f"unknown routing line {rl.kind!r}")
 
 
 def format_schedule_line(sl: ast.ScheduleLine) -> str:

@@ -21,6 +21,7 @@ LINT_CODES = {
     "unknown_value": "a comparison with a value the fact never takes",
     "unknown_template": "a template name the product does not ship (define it on the server)",
     "no_change_condition": "a rule `on chat.updated` without a change condition fires at every change of any field",
+    "backlog_unbounded": "the backlog is on with no `at most` and no `capacity`: an agent without max_chats takes every waiting chat",
 }
 
 
@@ -122,6 +123,12 @@ def lint(ruleset: RuleSet) -> list[Diagnostic]:
                 warn(b.id_span, "conflicting_assign",
                      f"`{a.id}` and `{b.id}` can both assign on `{a.on}` ({_show(agents_a)} vs {_show(agents_b)}); the later one wins",
                      "make the conditions exclusive, or add `stop` to the first")
+
+    routing = ruleset.routing
+    if routing.backlog and not routing.bounded and routing.span is not None:
+        warn(routing.span, "backlog_unbounded",
+             "the backlog has no bound: an agent without `max_chats` who comes online takes every waiting chat",
+             "add `at most N per D` or `capacity CHANNEL N` to the routing block")
 
     found.extend(_cycles(rules))
     return found

@@ -407,6 +407,9 @@ class _Build:
     def set_field(self, meta, c):
         return ast.Action("set_field", self.sp(meta), field_name=c[0].value, value=c[1])
 
+    def set_department(self, meta, c):
+        return ast.Action("set_department", self.sp(meta), department=self.s(c[0]))
+
     def _bare(kind):
         def build(self, meta, c):
             return ast.Action(kind, self.sp(meta))
@@ -451,6 +454,32 @@ class _Build:
 
     def opt_message(self, meta, c):
         return ("message", self.s(c[0]), self.sp(meta))
+
+    # -- routing
+
+    def routing(self, meta, children):
+        seen = {}
+        for line in children:
+            key = (line.kind, line.channel)
+            if key in seen:
+                what = {"backlog": "one `backlog` line", "limit": "one `at most N per D` line",
+                        "capacity": f"one `capacity {line.channel}` line"}[line.kind]
+                fail(line.span, "duplicate_clause", f"a routing block has {what}",
+                     f"the first is at line {seen[key].line}", kind=ParseError)
+            seen[key] = line.span
+        return ast.Routing(tuple(children), self.sp(meta))
+
+    def routing_backlog(self, meta, c):
+        idle = parse_duration(self.path, c[0]) if c else None
+        return ast.RoutingLine("backlog", idle=idle, span=self.sp(meta))
+
+    def routing_limit(self, meta, c):
+        return ast.RoutingLine("limit", count=parse_int(self.path, c[0]), per=parse_duration(self.path, c[1]),
+                               span=self.sp(meta))
+
+    def routing_capacity(self, meta, c):
+        return ast.RoutingLine("capacity", count=parse_int(self.path, c[1]), channel=c[0].value,
+                               span=self.sp(meta), channel_span=self.tsp(c[0]))
 
     # -- schedules
 

@@ -180,6 +180,7 @@ ACTION_EVENTS: dict[str, tuple] = {
     "untag": ("chat.untagged", "chat.updated"),
     "set_priority": ("chat.updated",),
     "set_field": ("chat.updated",),
+    "set_department": ("chat.updated",),
     "close": ("chat.closed", "chat.updated"),
     "reopen": ("chat.reopened", "chat.updated"),
     "lock": ("chat.locked",),
@@ -197,6 +198,7 @@ ACTION_CHANGES: dict[str, tuple] = {
     "untag": ("tags",),
     "set_priority": ("priority",),
     "set_field": ("fields.*",),
+    "set_department": ("department",),
     "close": ("status",),
     "reopen": ("status",),
 }

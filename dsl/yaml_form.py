@@ -902,6 +902,8 @@ class _Build:
         if kind == "reply":
             return ast.Action("reply_article", span, article=text["article"])
         # set
+        if "department" in opts:
+            return ast.Action("set_department", span, department=text["department"])
         if "priority" in opts:
             return ast.Action("set_priority", span, priority=_scalar_value(self.path, opts["priority"][1]))
         value_node = opts["value"][1]
@@ -913,6 +915,37 @@ class _Build:
             expr = ast.Literal(value, kind_name, self.span(value_node))
         return ast.Action("set_field", span, field_name=self.name(opts["field"][1], _NAME_RE, "field name"),
                           value=expr)
+
+    def routing(self, key_node, node: MappingNode) -> ast.Routing:
+        lines = []
+        for key, value in node.value:
+            span = self.span(key, value)
+            if key.value == "backlog":
+                if isinstance(value, ScalarNode) and _scalar_value(self.path, value) is False:
+                    continue
+                idle = None
+                if isinstance(value, MappingNode):
+                    idle = self.duration(_pairs(value)["skip_idle_over"][1])
+                lines.append(ast.RoutingLine("backlog", idle=idle, span=span))
+            elif key.value == "at_most":
+                opts = _pairs(value)
+                lines.append(ast.RoutingLine("limit", count=_scalar_value(self.path, opts["chats"][1]),
+                                             per=self.duration(opts["per"][1]), span=span))
+            else:  # capacity
+                for channel, count in value.value:
+                    lines.append(ast.RoutingLine("capacity", count=_scalar_value(self.path, count),
+                                                 channel=channel.value, span=self.span(channel, count),
+                                                 channel_span=self.span(channel)))
+        return ast.Routing(tuple(lines), self.span(key_node, node))
+
+    def duration(self, node: ScalarNode) -> ast.Duration:
+        from .parser import duration_seconds
+
+        seconds = duration_seconds(node.value) if len(node.value) <= 24 else None
+        if not seconds:
+            fail(self.span(node), "bad_duration", f"bad duration `{_shown(node.value)}`",
+                 "units go d, h, m, s in that order, each at most once, above zero (`1h30m`)", kind=ParseError)
+        return ast.Duration(seconds, node.value, self.span(node))
 
     def schedule(self, node: MappingNode) -> ast.Schedule:
         pairs = _pairs(node)
@@ -1006,6 +1039,10 @@ def _load(source: str, path: str) -> ast.RuleFile:
                     made = _extend_over_comments(src, made, node, comments, limit)
                 (schedules if section == "schedules" else items).append(made)
                 placed.append(made)
+        if isinstance(pairs.get("routing", (None, None))[1], MappingNode):
+            made = build.routing(*pairs["routing"])
+            items.append(made)
+            placed.append(made)
     placed.sort(key=lambda it: (it.span.line, it.span.column))
     rf = ast.RuleFile(path, tuple(items), tuple(schedules), source=source,
                       ignores=ignore_markers(source, comments), form="yaml")
@@ -1141,6 +1178,8 @@ def _action_text(a: ast.Action) -> str:
         return f"{k}: {_scalar(a.tag)}"
     if k == "set_priority":
         return "set: " + _flow([("priority", str(a.priority))])
+    if k == "set_department":
+        return "set: " + _flow([("department", _scalar(a.department, True))])
     if k == "set_field":
         v = a.value
         if isinstance(v, ast.Literal) and v.kind in ("int", "bool", "none"):
@@ -1199,6 +1238,22 @@ def _schedule_lines(out: list, s: ast.Schedule) -> None:
     _comment_lines(out, s.end_comments, 4)
 
 
+def _routing_lines(out: list, r: ast.Routing) -> None:
+    capacity = []
+    for line in r.lines:
+        _comment_lines(out, line.comments, 2 if line.kind != "capacity" else 4)
+        if line.kind == "backlog":
+            out.append("  backlog: " + (_flow([("skip_idle_over", line.idle.text)]) if line.idle else "true"))
+        elif line.kind == "limit":
+            out.append("  at_most: " + _flow([("chats", str(line.count)), ("per", line.per.text)]))
+        else:
+            if not capacity:
+                out.append("  capacity:")
+            capacity.append(line)
+            out.append(f"    {_scalar(line.channel)}: {line.count}")
+    _comment_lines(out, r.end_comments, 2)
+
+
 def dump_yaml(rf: ast.RuleFile) -> str:
     """The canonical YAML text of a RuleFile, from either form: `rules:` in item order,
     then `schedules:`, every comment on its own line before its node (the comments of a
@@ -1206,7 +1261,9 @@ def dump_yaml(rf: ast.RuleFile) -> str:
     the ignore markers just before it, which must stay on the line before the item).
     ``load_yaml`` of the result gives an equal RuleFile."""
     out: list[str] = []
-    for key, nodes, write in (("rules", rf.items, _rule_lines), ("schedules", rf.schedules, _schedule_lines)):
+    rules = tuple(i for i in rf.items if not isinstance(i, ast.Routing))
+    routings = tuple(i for i in rf.items if isinstance(i, ast.Routing))
+    for key, nodes, write in (("rules", rules, _rule_lines), ("schedules", rf.schedules, _schedule_lines)):
         if not nodes:
             continue
         head = list(nodes[0].comments)
@@ -1218,5 +1275,9 @@ def dump_yaml(rf: ast.RuleFile) -> str:
         for i, node in enumerate(nodes):
             _comment_lines(out, node.comments if i else markers, 2)
             write(out, node)
+    for r in routings[:1]:  # the compiler refuses a second one; YAML has room for one
+        _comment_lines(out, r.comments, 0)
+        out.append("routing:")
+        _routing_lines(out, r)
     _comment_lines(out, rf.end_comments, 0)
     return "\n".join(out) + "\n" if out else ""

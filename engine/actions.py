@@ -129,6 +129,8 @@ def run_action(engine, ctx: Context, rule, index: int, action, key_event: str):
             return C.untag(world, at, chat.id, action.tag, rule=rid), [], None
         if kind == "set_priority":
             return C.set_priority(world, at, chat.id, action.priority, rule=rid), [], None
+        if kind == "set_department":
+            return C.set_department(world, at, chat.id, action.department, rule=rid), [], None
         if kind == "set_field":
             value = compile_value(action.value, {})(ctx)
             return C.set_field(world, at, chat.id, action.field_name, value, rule=rid), [], None

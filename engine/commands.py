@@ -23,7 +23,8 @@ import re
 
 from dsl.vocabulary import AGENT_STATUSES, CHANNELS, STRATEGIES
 
-from .model import Chat, CommandRefused, Customer, Message, World, note_pick, pick_agent
+from .model import Chat, CommandRefused, Customer, Message, World
+from .routing import has_free_capacity, note_pick, pick_agent, routing_of, waiting_chats, within_limit
 
 CUSTOMER_KEYS = ("id", "name", "email", "fields", "language", "online")
 _MENTION = re.compile(r"@([A-Za-z0-9_][A-Za-z0-9_.\-]*)")
@@ -141,8 +142,8 @@ def _change_assignee(world: World, chat: Chat, agent_id: str | None, at: float) 
     change of assignee ends it. Returns the holder of the lock that ended."""
     ended = _end_lock(chat) if chat.locked_by not in (None, agent_id) else None
     if chat.status == "open":
-        world.count_open(chat.assignee, -1)
-        world.count_open(agent_id, +1)
+        world.count_open(chat.assignee, -1, chat.channel)
+        world.count_open(agent_id, +1, chat.channel)
     chat.assignee = agent_id
     if agent_id is None:
         chat.unassigned_at, chat.assigned_at = at, None
@@ -176,10 +177,10 @@ def _assign_department(world, chat, at, department, strategy, actor, by=None, ru
     if current is not None and current.status == "online" and department in current.departments:
         chat.department = department
         return []
-    picked = pick_agent(world, chat, department, strategy)
+    picked = pick_agent(world, chat, department, strategy, at)
     chat.department = department
     if picked is not None:
-        note_pick(world, department, picked)
+        note_pick(world, department, picked, chat.id, at)
         return _assign_to(world, chat, at, picked, actor, by, rule, {"department": department})
     if chat.assignee is None:
         return []
@@ -190,7 +191,7 @@ def _assign_department(world, chat, at, department, strategy, actor, by=None, ru
 
 
 def _close(world, chat, at, actor, by=None, rule=None) -> list:
-    world.count_open(chat.assignee, -1)
+    world.count_open(chat.assignee, -1, chat.channel)
     chat.status, chat.closed_at = "closed", at
     ended = _end_lock(chat)
     return [_event(world, chat, "chat.closed", at, actor, agent_id=by, rule=rule,
@@ -198,7 +199,7 @@ def _close(world, chat, at, actor, by=None, rule=None) -> list:
 
 
 def _reopen(world, chat, at, actor, by=None, rule=None) -> list:
-    world.count_open(chat.assignee, +1)
+    world.count_open(chat.assignee, +1, chat.channel)
     chat.status, chat.opened_at, chat.closed_at = "open", at, None
     return [_event(world, chat, "chat.reopened", at, actor, agent_id=by, rule=rule)]
 
@@ -656,6 +657,42 @@ def set_field(world: World, at: float, chat_id: str, name: str, value, *, rule=N
     before = _watch(chat)
     chat.fields[name] = value
     return _updated(world, chat, at, before, [], "rule", rule=rule)
+
+
+def set_department(world: World, at: float, chat_id: str, department: str, *, rule=None) -> list:
+    """``set department "d"``: the chat joins department ``d`` and nobody is picked (the
+    assignee stays) → [chat.updated]; nothing when it is already there. An unassigned
+    chat now waits in that department's backlog."""
+    chat = world.chat(chat_id)
+    _text(department, "department")
+    before = _watch(chat)
+    chat.department = department
+    return _updated(world, chat, at, before, [], "rule", rule=rule)
+
+
+def fill_backlog(world: World, at: float, agent_id: str) -> list:
+    """The backlog (routing ``backlog``): give ``agent_id`` the waiting chats of its
+    departments, longest waiting first, while it has free capacity and stays within the
+    fair-distribution limit → per chat [chat.assigned, chat.updated], actor ``system``,
+    ``data["backlog"]`` true. Nothing when the backlog is off or the agent is not online."""
+    routing = routing_of(world)
+    agent = world.agents.get(agent_id)
+    if not routing.backlog or agent is None or agent.status != "online" or not agent.departments:
+        return []
+    if world.before_pick is not None:
+        world.before_pick()
+    events = []
+    for chat in waiting_chats(world, agent, at):
+        if not within_limit(world, agent, at) or not has_free_capacity(world, agent):
+            break
+        if not has_free_capacity(world, agent, chat):
+            continue  # that channel is full; another channel may have room
+        note_pick(world, chat.department, agent.id, chat.id, at)
+        before = _watch(chat)
+        assigned = _assign_to(world, chat, at, agent.id, "system",
+                              extra={"department": chat.department, "backlog": True})
+        events.extend(_updated(world, chat, at, before, assigned, "system"))
+    return events
 
 
 def _bot_message(world, at, chat_id, text, kind, rule, article=None) -> list:

@@ -28,6 +28,7 @@ from .conditions import explain
 from .context import Context
 from .effects import Effect, TraceEntry
 from .model import World
+from .routing import freed_agents
 from .states import STATE_FUNCS
 
 MAX_CASCADE = 10
@@ -57,6 +58,8 @@ class Outcome:
     events: list = field(default_factory=list)
     effects: list = field(default_factory=list)
     fired: list = field(default_factory=list)  # (rule id, chat id)
+    # backlog events of chats in World.foreign: for the caller to store and process later
+    deferred: list = field(default_factory=list)
 
 
 def _wakers(rule, schedules) -> tuple:
@@ -128,6 +131,7 @@ class Engine:
         """Activate a rule set. Deadlines of rules it no longer has are dropped; its state
         rules take effect from each chat's next event or deadline."""
         self.ruleset = ruleset
+        self.world.routing = ruleset.routing
         self.rules = _compiled_rules(ruleset)
         self._by_id = {r.id: r for r in self.rules}
         self._plans: dict[str, list] = {}
@@ -233,9 +237,29 @@ class Engine:
                     touched.append(chat_id)
                 for caused in self._evaluate(event, chat_id, at, out):
                     queue.append((caused, depth + 1))
+            for caused in self.backlog(event, at):
+                if caused.chat_id in self.world.foreign:
+                    out.deferred.append(caused)
+                else:
+                    queue.append((caused, depth + 1))
         for chat_id in touched:
             self._rearm(chat_id, at)
         return out
+
+    def backlog(self, event, at: float) -> list:
+        """The routing backlog after an event that lets agents take waiting chats (one
+        came online, one's chat closed or changed hands): the events of the chats they
+        were given, not evaluated yet (the caller queues or stores them)."""
+        if not self.ruleset.routing.backlog:
+            return []
+        caused = []
+        for agent_id in freed_agents(self.world, event):
+            given = C.fill_backlog(self.world, at, agent_id)
+            if self.tracing:
+                self._log("backlog", at, event.chat_id, event=event.type, event_id=event.id,
+                          detail={"agent": agent_id, "chats": [e.chat_id for e in given if e.type == "chat.assigned"]})
+            caused.extend(given)
+        return caused
 
     def _chats_of(self, event) -> list:
         if event.chat_id is not None:

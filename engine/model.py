@@ -163,6 +163,20 @@ class World:
     event_seq: int = 0
     open_by_agent: dict = field(default_factory=dict)  # agent id -> open chats assigned
     open_loader: object = None  # agent id -> stored count (a service's lazy source)
+    # (agent id, channel) -> open chats assigned in that channel (capacity per channel)
+    open_by_channel: dict = field(default_factory=dict)
+    open_channel_loader: object = None  # (agent id, channel) -> stored count
+    # The rule set's routing block (dsl.routing.CompiledRouting); the Engine sets it.
+    routing: object = None
+    # Routing picks per agent, for fair-distribution limits (engine.routing.PickLog or a
+    # service's table over the same two methods).
+    picks: object = None
+    # Chats a service loaded for the backlog from outside the chats it is processing:
+    # their events are stored for their own processing (per-chat counters in chat_seqs).
+    foreign: set = field(default_factory=set)
+    chat_seqs: dict = field(default_factory=dict)
+    waiting_loader: object = None  # agent -> waiting chats a service loads (and locks)
+    before_pick: object = None  # called before a routing pick reads counts (a service locks)
 
     def add_agent(self, id: str, name=None, departments=(), access_chats=True, channels=None,
                   status="online", max_chats=None) -> Agent:
@@ -207,54 +221,35 @@ class World:
             self.open_by_agent[agent_id] = self.open_loader(agent_id)
         return self.open_by_agent.get(agent_id, 0)
 
-    def count_open(self, agent_id: str | None, delta: int) -> None:
+    def open_in_channel(self, agent_id: str, channel: str) -> int:
+        """How many open chats of ``channel`` have this agent as assignee."""
+        key = (agent_id, channel)
+        if key not in self.open_by_channel and self.open_channel_loader is not None:
+            self.open_by_channel[key] = self.open_channel_loader(agent_id, channel)
+        return self.open_by_channel.get(key, 0)
+
+    def count_open(self, agent_id: str | None, delta: int, channel: str | None = None) -> None:
         if agent_id is not None:
             self.open_by_agent[agent_id] = self.open_chats(agent_id) + delta
+            if channel is not None:
+                self.open_by_channel[(agent_id, channel)] = self.open_in_channel(agent_id, channel) + delta
 
     def recount(self) -> None:
-        self.open_by_agent = {}
+        self.open_by_agent, self.open_by_channel = {}, {}
         for c in self.chats.values():
             if c.status == "open":
-                self.count_open(c.assignee, +1)
+                self.count_open(c.assignee, +1, c.channel)
 
     def new_event(self, type: str, at: float, chat_id: str | None, actor: str, *,
                   agent_id=None, rule=None, message_id=None, data=None) -> Event:
         """A new event with the next id of this world (``CHAT:N``, ``agents:N`` without chat)."""
         assert type in EVENTS, type
         assert actor in ACTORS, actor
-        self.event_seq += 1
+        if chat_id in self.chat_seqs:  # a chat loaded with its own counter
+            seq = self.chat_seqs[chat_id] = self.chat_seqs[chat_id] + 1
+        else:
+            self.event_seq += 1
+            seq = self.event_seq
         prefix = chat_id if chat_id is not None else "agents"
-        return Event(f"{prefix}:{self.event_seq}", type, chat_id, at, actor, agent_id, rule,
+        return Event(f"{prefix}:{seq}", type, chat_id, at, actor, agent_id, rule,
                      message_id, dict(data or {}))
-
-
-def has_free_capacity(world: World, agent: Agent) -> bool:
-    return agent.max_chats is None or world.open_chats(agent.id) < agent.max_chats
-
-
-def pick_agent(world: World, chat: Chat, department: str, strategy: str = "round_robin") -> str | None:
-    """The agent ``assign department`` gives the chat, or None when nobody is free.
-
-    Candidates are the department's agents who are online, see the chat and have free
-    capacity, in the order they were added. ``round_robin`` takes the first candidate
-    after the agent picked last for this department; ``least_busy`` takes the candidates
-    with the fewest open chats assigned and breaks ties the same round-robin way. The
-    caller records the pick with :func:`note_pick`.
-    """
-    if strategy not in ("round_robin", "least_busy"):
-        raise CommandRefused("bad_request", f"unknown strategy {strategy!r}")
-    members = [a for a in world.agents.values() if department in a.departments]
-    last = world.rr_last.get(department)
-    start = next((i + 1 for i, a in enumerate(members) if a.id == last), 0)
-    rotated = members[start:] + members[:start]
-    free = [a for a in rotated if a.status == "online" and a.sees(chat) and has_free_capacity(world, a)]
-    if not free:
-        return None
-    if strategy == "least_busy":
-        fewest = min(world.open_chats(a.id) for a in free)
-        free = [a for a in free if world.open_chats(a.id) == fewest]
-    return free[0].id
-
-
-def note_pick(world: World, department: str, agent_id: str) -> None:
-    world.rr_last[department] = agent_id

@@ -18,7 +18,9 @@ and what is expected, any of:
     the set compiles: ``rules`` is the list of rule ids in evaluation order; ``summary``
     maps a rule id to fields of the compiled rule: ``when`` (the condition's shape, see
     :func:`shape`), ``on``, ``priority``, ``title``, ``temporals`` (``[[state, seconds]]``),
-    ``schedules``, ``clock``, ``actions`` (each action's shape), ``overrides``, ``is_default``.
+    ``schedules``, ``clock``, ``actions`` (each action's shape), ``overrides``, ``is_default``;
+    ``routing`` the compiled routing block (``backlog``, ``max_idle`` and ``window`` in
+    seconds, ``limit``, ``capacity``).
 ``error``
     one error ``{code, line, column}`` (optionally ``path``, ``message`` and ``hint`` as
     substrings), or a list of them: exactly the errors ``chatflow check`` reports, in
@@ -49,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = Path(__file__).resolve().parent / "cases"
 
 CASE_KEYS = {"name", "source", "files", "paths", "defaults", "expect", "error", "lint", "xfail"}
-EXPECT_KEYS = {"rules", "summary"}
+EXPECT_KEYS = {"rules", "summary", "routing"}
 DIAG_KEYS = {"code", "line", "column", "path", "message", "hint"}
 SUMMARY_FIELDS = {"when", "on", "priority", "title", "temporals", "schedules", "clock", "actions",
                   "overrides", "is_default"}
@@ -278,6 +280,11 @@ def test_case(rel, case):
         assert rule is not None, f"no rule {rid!r} in {ruleset.ids}"
         summary = rule_summary(rule)
         assert {k: summary[k] for k in fields} == fields
+    if "routing" in expect:
+        r = ruleset.routing
+        compiled = {"backlog": r.backlog, "max_idle": r.max_idle, "limit": r.limit, "window": r.window,
+                    "capacity": r.capacity}
+        assert compiled == {**compiled, **expect["routing"]}, compiled
 
     if "lint" in case:
         # what `chatflow lint` reports: compiler warnings and lint findings of the case's

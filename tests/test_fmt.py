@@ -159,6 +159,17 @@ schedule s { mon 01:00-02:00 tue 03:00-04:00  # after tue
 ''',
     "empty": "",
     "only comments": "# nothing here yet\n\n# really\n",
+    "routing": '''
+# how chats are picked
+routing {   # after the brace
+  # before the backlog
+  backlog skip idle over 4h  # after the backlog
+  at most 5 per 10m
+  capacity widget 3 capacity email 10
+  # at the end
+}
+rule r { on chat.created then set department "sales" }
+''',
 }
 
 CASES = [pytest.param(p.read_text(), id=p.name) for p in SHIPPED] + [
@@ -641,3 +652,22 @@ def test_change_conditions_print_canonically():
                     '  then stop\n}\n')
     assert format_source(once, "c.rules") == once
     assert parse(once, "c.rules") == parse(messy, "c.rules")
+
+
+def test_a_routing_block_gets_its_canonical_layout_with_its_comments():
+    assert format_source(SNIPPETS["routing"]) == '''\
+# how chats are picked
+routing {  # after the brace
+  # before the backlog
+  backlog skip idle over 4h  # after the backlog
+  at most 5 per 10m
+  capacity widget 3
+  capacity email 10
+  # at the end
+}
+
+rule r {
+  on chat.created
+  then set department "sales"
+}
+'''

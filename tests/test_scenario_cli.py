@@ -121,3 +121,15 @@ def _walk(doc):
     elif isinstance(doc, list):
         for v in doc:
             yield from _walk(v)
+
+
+def test_dry_run_shows_the_backlog_and_what_it_gave(capsys):
+    from pathlib import Path
+
+    path = str(Path(__file__).resolve().parent / "scenarios" / "semantics_routing.yaml")
+    name = "a chat that closes frees capacity and its assignee takes the next waiting chat"
+    assert main(["dry-run", path, "--test", name]) == 0
+    out = capsys.readouterr().out
+    assert "+3m      backlog s1 may take waiting chats after agent.status_changed: c1, c2\n" in out
+    assert "+20m     backlog s1 may take waiting chats after chat.updated: c3\n" in out
+    assert "+20m     event   chat.updated c3 actor=system changes: assignee none → \"s1\"\n" in out

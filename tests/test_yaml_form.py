@@ -341,8 +341,8 @@ ERRORS = [
     ("empty when", "rules:\n  - id: a\n    when: ''\n    then: []\n", "schema_error", 3, 11, "`when` is empty"),
     ("tab", "rules:\n\t- id: a\n", "yaml_error", 2, 1, "a tab in YAML indentation"),
     ("duplicate key", "rules:\n  - id: a\n    id: b\n    then: []\n", "schema_error", 3, 5, "duplicate key `id`"),
-    ("list at top", "- a\n- b\n", "schema_error", 1, 1, "a rule file is a mapping with `rules:` and `schedules:`"),
-    ("text at top", "hello\n", "schema_error", 1, 1, "a rule file is a mapping with `rules:` and `schedules:`"),
+    ("list at top", "- a\n- b\n", "schema_error", 1, 1, "a rule file is a mapping with `rules:`, `schedules:` and `routing:`"),
+    ("text at top", "hello\n", "schema_error", 1, 1, "a rule file is a mapping with `rules:`, `schedules:` and `routing:`"),
     ("missing then", "rules:\n  - id: a\n", "schema_error", 2, 5, "rule needs `then`"),
     ("bad rule id", "rules:\n  - id: my-rule\n    then: []\n", "schema_error", 2, 9,
      "`my-rule`: a rule id is a name of letters, digits and `_` that does not start with a digit"),
@@ -675,3 +675,27 @@ def test_change_conditions_round_trip_through_yaml():
     back = load_yaml(text, "c.rules")
     assert back == rf and dump_yaml(back) == text
     assert format_rules(back) == src
+
+
+def test_routing_and_set_department_round_trip_through_yaml():
+    rf = parse("""rule r { on chat.created then set department "sales" }
+routing {
+  backlog skip idle over 4h
+  at most 5 per 10m
+  capacity widget 3
+  capacity email 10
+}
+""", "r.rules")
+    text = dump_yaml(rf)
+    assert text.endswith("""      - set: {department: sales}
+routing:
+  backlog: {skip_idle_over: 4h}
+  at_most: {chats: 5, per: 10m}
+  capacity:
+    widget: 3
+    email: 10
+""")
+    back = load_yaml(text, "r.rules")
+    assert back == rf
+    assert dump_yaml(back) == text
+    assert load_yaml("routing: {backlog: true}\n", "b.yaml").items[0].lines[0].idle is None
