@@ -415,6 +415,7 @@ class Engine:
             out.events.extend(sub.events)
             out.effects.extend(sub.effects)
             out.fired.extend(sub.fired)
+            out.deferred.extend(sub.deferred)
         else:
             self._rearm(chat.id, due)
 

@@ -32,7 +32,9 @@ class PickLog:
         """Picks of the agent after ``since``."""
         return sum(1 for t in self._at.get(agent_id, ()) if t > since)
 
-    def add(self, agent_id: str, chat_id: str, at: float) -> None:
+    def add(self, agent_id: str, chat_id: str, at: float, window: int | None) -> None:
+        """Record a pick; ``window`` is how long it must be remembered (None: the rule
+        set has no limit, a service need not keep it)."""
         self._at.setdefault(agent_id, []).append(at)
 
 
@@ -104,7 +106,7 @@ def note_pick(world: World, department: str, agent_id: str, chat_id: str | None 
     """Record a pick: the round robin continues after it; the window counts it."""
     world.rr_last[department] = agent_id
     if at is not None:
-        picks_of(world).add(agent_id, chat_id, at)
+        picks_of(world).add(agent_id, chat_id, at, routing_of(world).window)
 
 
 # ---------------------------------------------------------------- the backlog

@@ -26,6 +26,7 @@ from engine.model import CommandRefused, World
 from engine.snapshot import agent_from_row, chat_from_dict, chat_to_dict, event_from_dict, event_to_dict
 
 from . import store as S
+from .routing_state import Picks, open_in_channel, routing_lock, waiting_loader
 
 log = logging.getLogger("chatflow")
 
@@ -115,22 +116,28 @@ class Runtime:
             return dict(agents)
         return agents
 
-    def _world(self, conn, chat_row=None, agents=None, shared: World | None = None) -> World:
+    def _world(self, conn, chat_row=None, agents=None, shared: World | None = None, skip=()) -> World:
         """A World holding one stored chat. The chats of one batch share the agents, the
-        capacity counts and the round robin (``shared``), as they would in one World."""
+        capacity counts, the round robin and the rest of routing's state (``shared``), as
+        they would in one World; the backlog does not load the batch's chats (``skip``)."""
         world = World()
         if agents is None:
             agents = self._agents(conn, chat_row["agents_revision"] if chat_row is not None else None)
         world.agents = agents
-        if shared is not None:
-            world.open_by_agent, world.rr_last = shared.open_by_agent, shared.rr_last
-        else:
-            world.rr_last = _RoundRobin(conn)
+        if shared is None:
+            shared = _shared_routing(conn)
+        # what routing reads and changes is one for the whole transaction (engine.routing;
+        # server.routing_state): counts, round robin, picks, the lock, the waiting chats
+        for name in _SHARED:
+            setattr(world, name, getattr(shared, name))
+        loaded = shared.chats  # waiting chats loaded for the backlog, by id, for the batch
+        world.waiting_loader = waiting_loader(conn, world, skip, loaded)
         # capacity counts come from every stored chat, read per agent only when a rule or
         # command needs one (indexed by assignee); the commands keep them current for the
         # chats loaded here
         world.open_loader = lambda agent_id: conn.execute(select(func.count()).where(
             and_(S.chats.c.assignee == agent_id, S.chats.c.status == "open"))).scalar() or 0
+        world.open_channel_loader = open_in_channel(conn)
         if chat_row is not None:
             chat = chat_from_dict(chat_row["state"])
             world.chats[chat.id] = chat
@@ -155,8 +162,8 @@ class Runtime:
     def _chat_values(self, world, chat_id, rule_state=None) -> dict:
         chat = world.chats[chat_id]
         values = dict(channel=chat.channel, status=chat.status, assignee=chat.assignee,
-                      customer_id=chat.customer.id, state=chat_to_dict(chat), event_seq=world.event_seq,
-                      updated_at=self.clock())
+                      customer_id=chat.customer.id, state=chat_to_dict(chat),
+                      event_seq=world.chat_seqs.get(chat_id, world.event_seq), updated_at=self.clock())
         if rule_state is not None:
             values["rule_state"] = rule_state
         return values
@@ -213,12 +220,17 @@ class Runtime:
                     conn.execute(update(S.agents).where(S.agents.c.id == agent.id).values(status=agent.status))
                     affected = [r[0] for r in conn.execute(select(S.chats.c.id).where(
                         and_(S.chats.c.assignee == agent.id, S.chats.c.status == "open")))]
+                    # an agent who came online takes waiting chats (the routing backlog) here,
+                    # in the command's transaction: its event reaches no chat of its own
+                    routed = self._store_routed(conn, world, [e for ev in evs for e in engine.backlog(ev, now)])
+                    world.rr_last.save()
                     # an agent's event concerns each chat it is responsible for: one copy
                     # per chat, so each chat processes its own in order
                     # (agent events have no chat sequence: a random part keeps their ids unique)
                     tag = secrets.token_hex(6)
                     self._store_events(conn, [replace(e, chat_id=cid, id=f"{e.id}.{tag}@{cid}")
                                               for e in evs for cid in affected])
+                    affected += [cid for cid in routed if cid not in affected]
                 else:
                     row = self._chat_row(conn, chat_id)
                     if row is None or (token_hash is not None and row["token_hash"] != token_hash):
@@ -306,14 +318,14 @@ class Runtime:
             if not rows:
                 return 0, signals
             items = self._load(conn, rows)
-            seqs, now = [], 0.0
+            seqs, now, deferred = [], 0.0, []
             for item in items:
                 for e in pending[item.chat_id]:
                     ev = event_from_dict(e.payload)
-                    item.engine.process([ev], ev.at)
+                    deferred += item.engine.process([ev], ev.at).deferred
                     seqs.append(e.seq)
                     now = max(now, ev.at)
-            signals += self._store(conn, items, now)
+            signals += self._store(conn, items, now, deferred)
             self._count(("events",), len(seqs))
             conn.execute(update(S.events).where(S.events.c.seq.in_(seqs)).values(processed_at=self.clock()))
             return len(seqs), signals
@@ -327,18 +339,28 @@ class Runtime:
         for t in conn.execute(select(S.timers.c.chat_id, S.timers.c.rule_id, S.timers.c.due).where(where)):
             due.setdefault(t.chat_id, {})[t.rule_id] = t.due
         agents = self._agents(conn, rows[0]["agents_revision"])
-        shared = World(rr_last=_RoundRobin(conn))
+        shared = _shared_routing(conn)
         articles, canned = self._articles(conn), self._canned(conn)
         items = []
         for row in rows:
-            world = self._world(conn, row, agents=agents, shared=shared)
+            world = self._world(conn, row, agents=agents, shared=shared, skip=frozenset(ids))
             engine = Engine(ruleset, world, articles=articles, canned=canned, tracing=True, why="fired")
             engine.load_chat_state(row["id"], {"last": (row["rule_state"] or {}).get("last") or {},
                                                "timers": due.get(row["id"], {})})
             items.append(_Loaded(row["id"], world, engine))
         return items
 
-    def _store(self, conn, items, now) -> list:
+    def _store_routed(self, conn, world, evs) -> list:
+        """Store the chats the backlog assigned (loaded into ``world`` from outside the
+        chats being processed) with their events, unprocessed: each chat's own processing
+        runs its rules on them, in order after its earlier events. Returns their ids."""
+        ids = list(dict.fromkeys(e.chat_id for e in evs))
+        for cid in ids:
+            self._save_chat(conn, world, cid)
+        self._store_events(conn, evs)
+        return ids
+
+    def _store(self, conn, items, now, deferred=()) -> list:
         """Store what the evaluations produced: chats, rule memory, deadlines, effects and
         traces, one statement of each kind. Effects are inserted by their idempotency key
         (``ON CONFLICT DO NOTHING``), so a redelivered event stores none twice. Returns the
@@ -371,6 +393,9 @@ class Runtime:
             _count_rule_runs(rule_runs, engine.trace)
         ids = [item.chat_id for item in items]
         items[0].world.rr_last.save()  # shared by the batch
+        # the chats the backlog assigned: the batch shares them (World.chats of the
+        # routing state), so any item's world holds each one as it stands now
+        routed = self._store_routed(conn, _routing_world(items), list(deferred)) if deferred else []
         conn.execute(update(S.chats).where(S.chats.c.id == bindparam("b_id")), chat_rows)
         conn.execute(S.timers.delete().where(S.timers.c.chat_id.in_(ids)))
         if timer_rows:
@@ -384,7 +409,7 @@ class Runtime:
             _add_rule_runs(conn, rule_runs)
         # a redelivered notification was not stored again; its wake-up costs a stream one read
         signals = [("notification", {"agent_id": r["agent_id"], "chat_id": r["chat_id"]}) for r in note_rows]
-        return signals + [("chat", {"chat_id": cid}) for cid in ids]
+        return signals + [("chat", {"chat_id": cid}) for cid in ids] + [("routed", {"chat_id": cid}) for cid in routed]
 
     def _count(self, key, n=1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
@@ -393,8 +418,13 @@ class Runtime:
         """Tell listeners (the live streams) what changed; they read the database for it.
         Each signal once (a batch notifies one agent of one chat many times); a listener
         with a ``many`` method gets them all in one call (one Redis message per batch)."""
+        routed = [p["chat_id"] for kind, p in signals if kind == "routed"]
+        if routed:  # chats the backlog assigned: their new events are theirs to process
+            self.dispatch(sorted(set(routed)))
         seen, unique = set(), []
         for kind, payload in signals:
+            if kind == "routed":
+                continue
             key = (kind, payload.get("agent_id"), payload.get("chat_id"))
             if key not in seen:
                 seen.add(key)
@@ -471,9 +501,10 @@ class Runtime:
                 if not rows:
                     return 0
                 items = self._load(conn, rows)
+                deferred = []
                 for item in items:
-                    item.engine.run_due(now)
-                signals = self._store(conn, items, now)
+                    deferred += item.engine.run_due(now).deferred
+                signals = self._store(conn, items, now, deferred)
         self._publish(signals)
         return len(items)
 
@@ -487,6 +518,24 @@ class Runtime:
 BATCH = 100  # chats per transaction when firing deadlines
 _ACTIVE_VERSION = select(S.rulesets.c.version).where(S.rulesets.c.active.is_(True)).scalar_subquery()
 _AGENTS_REVISION = select(S.revisions.c.value).where(S.revisions.c.name == "agents").scalar_subquery()
+
+
+# World attributes routing shares across the chats of one transaction
+_SHARED = ("open_by_agent", "open_by_channel", "rr_last", "picks", "before_pick", "foreign", "chat_seqs")
+
+
+def _shared_routing(conn) -> World:
+    """Routing's state for one transaction, over the database (server.routing_state).
+    ``chats`` of this World holds the waiting chats loaded for the backlog."""
+    return World(rr_last=_RoundRobin(conn), picks=Picks(conn), before_pick=routing_lock(conn))
+
+
+def _routing_world(items) -> World:
+    """A World in which every chat the batch's backlog loaded can be found."""
+    world = World(chat_seqs=items[0].world.chat_seqs)
+    for item in items:
+        world.chats.update({cid: item.world.chats[cid] for cid in item.world.foreign if cid in item.world.chats})
+    return world
 
 
 class _RoundRobin:

@@ -135,6 +135,15 @@ rule_runs = Table(  # per rule and minute: evaluations, firings, effects (migrat
     Column("last_fired", Float),
 )
 
+routing_picks = Table(  # each pick of department assignment and the backlog (migration 0006)
+    "routing_picks", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(100), nullable=False),
+    Column("chat_id", String(100)),
+    Column("at", Float, nullable=False),
+    Index("ix_routing_picks_agent_at", "agent_id", "at"),
+)
+
 canned = Table(
     "canned_responses", metadata,
     Column("shortcut", String(100), primary_key=True),
