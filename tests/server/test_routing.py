@@ -118,6 +118,25 @@ def test_department_assignment_honours_channel_capacity_and_the_window(api, clie
         assert conn.execute(select(func.count()).select_from(S.routing_picks)).scalar() == 2
 
 
+def test_a_deadline_that_closes_chats_hands_out_the_next_ones(api, client, runtime, clock):
+    team = api.agents(("sam", {"departments": ["sales"], "status": "offline"}))
+    upload(client, api, RULES + '''
+rule wrap_up "Assigned chats close after 15 minutes" {
+  when chat.assigned for 15m
+  then close
+}
+''')
+    chats = [sales_chat(api, clock) for _ in range(4)]
+    status(api, team["sam"], "online")
+    assert [chat_fields(runtime, c)[0] for c in chats] == ["sam", "sam", None, None]
+    clock.advance(15 * 60)
+    runtime.run_due(clock())
+    # both close at the deadline; sam has room for two again, and the window has passed
+    assert [chat_fields(runtime, c)[2] for c in chats[:2]] == ["closed", "closed"]
+    assert [chat_fields(runtime, c)[0] for c in chats[2:]] == ["sam", "sam"]
+    assert api.templates(team["sam"]).count("assigned") == 4
+
+
 # ---------------------------------------------------------------- several processes
 
 LIMITED = '''
