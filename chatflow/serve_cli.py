@@ -127,7 +127,7 @@ def cmd_smtpd(args) -> int:
         from server import jobs
 
         redis = jobs.make_redis(settings["REDIS_URL"])
-        runtime.dispatch = jobs.enqueue_dispatch(jobs.make_queue(settings, redis))
+        runtime.dispatch = jobs.enqueue_dispatch(jobs.make_queue(settings, redis), linger=settings["DISPATCH_LINGER"])
     controller = make_controller(runtime, settings, args.host, args.port)
     controller.start()
     print(f"chatflow smtpd on {args.host}:{args.port}: answers to reply+CHAT.SIGNATURE@{settings['EMAIL_DOMAIN']}",

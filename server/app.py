@@ -43,6 +43,8 @@ DEFAULTS = {
     "RATE_LIMITS": None,  # None: server.ratelimit.DEFAULTS; "off"; or {name: "N/minute;M/hour"}
     "PROXY_COUNT": 0,  # reverse proxies in front: trust that many X-Forwarded-For hops for client addresses
     "STREAM_SECONDS": 300,  # an SSE response ends after this; clients reconnect with Last-Event-ID
+    "GROUP_COMMIT": True,  # PostgreSQL: chat commands arriving together share one transaction
+    "DISPATCH_LINGER": 0.02,  # scaled mode: seconds a web process collects chats before one job
 }
 
 
@@ -63,6 +65,10 @@ def settings_from_env(environ=os.environ) -> dict:
         out["RATE_LIMITS"] = "off" if raw == "off" else json.loads(raw)
     if environ.get("CHATFLOW_PROXY_COUNT"):
         out["PROXY_COUNT"] = int(environ["CHATFLOW_PROXY_COUNT"])
+    if environ.get("CHATFLOW_GROUP_COMMIT"):
+        out["GROUP_COMMIT"] = environ["CHATFLOW_GROUP_COMMIT"].strip().lower() not in ("0", "off", "false", "no")
+    if environ.get("CHATFLOW_DISPATCH_LINGER"):
+        out["DISPATCH_LINGER"] = float(environ["CHATFLOW_DISPATCH_LINGER"])
     return out
 
 
@@ -166,7 +172,7 @@ def _scaled(app: Flask, runtime: Runtime, broker, settings: dict) -> None:
     from . import jobs
 
     redis = jobs.make_redis(settings["REDIS_URL"])
-    runtime.dispatch = jobs.enqueue_dispatch(jobs.make_queue(settings, redis))
+    runtime.dispatch = jobs.enqueue_dispatch(jobs.make_queue(settings, redis), linger=settings["DISPATCH_LINGER"])
     stop = threading.Event()
     app.extensions["chatflow_stop"] = stop
     jobs.start_redis_subscriber(redis, broker, stop, jobs.live_channel(settings))

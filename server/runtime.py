@@ -47,6 +47,12 @@ class Runtime:
         # counts since start, read by /metrics: ("fired", rule) / ("effect", kind) / ("events",)
         self.stats: dict = {}
         self._emails_waiting = True  # check once at start: a previous process may have left some
+        # PostgreSQL: chat commands arriving together share a transaction (group commit)
+        self._group = None
+        if db.dialect.name == "postgresql" and self.settings.get("GROUP_COMMIT", True):
+            from .group_commit import GroupCommit
+
+            self._group = GroupCommit(self._run_commands)
         self._ensure_ruleset(rules_paths, defaults)
 
     # ------------------------------------------------------------ rule sets
@@ -155,10 +161,6 @@ class Runtime:
             q = q.with_for_update(of=S.chats)
         return conn.execute(q).mappings().all()
 
-    def _chat_row(self, conn, chat_id):
-        rows = self._chat_rows(conn, [chat_id])
-        return rows[0] if rows else None
-
     def _chat_values(self, world, chat_id, rule_state=None) -> dict:
         chat = world.chats[chat_id]
         values = dict(channel=chat.channel, status=chat.status, assignee=chat.assignee,
@@ -207,48 +209,113 @@ class Runtime:
     def run_command(self, command: str, chat_id: str | None, token_hash: str | None = None, **args) -> tuple:
         """:meth:`command`, returning ``(events, chat)``: the chat as the command left it
         (None for agent-wide commands), so a caller can answer without reading it again.
-        With ``token_hash`` the chat must be the one that customer token opens."""
-        now = self.clock()
-        chat = None
-        with self.lock:
-            with self.db.begin() as conn:
-                if chat_id is None:  # agent_status: touches the agent, and its chats
-                    world = self._world(conn)
-                    engine = Engine(self.ruleset(), world)
-                    evs = engine.apply(command, now, **args)
-                    agent = world.agents[args["agent"]]
-                    conn.execute(update(S.agents).where(S.agents.c.id == agent.id).values(status=agent.status))
-                    affected = [r[0] for r in conn.execute(select(S.chats.c.id).where(
-                        and_(S.chats.c.assignee == agent.id, S.chats.c.status == "open")))]
-                    # an agent who came online takes waiting chats (the routing backlog) here,
-                    # in the command's transaction: its event reaches no chat of its own
-                    routed = self._store_routed(conn, world, [e for ev in evs for e in engine.backlog(ev, now)])
-                    world.rr_last.save()
-                    # an agent's event concerns each chat it is responsible for: one copy
-                    # per chat, so each chat processes its own in order
-                    # (agent events have no chat sequence: a random part keeps their ids unique)
-                    tag = secrets.token_hex(6)
-                    self._store_events(conn, [replace(e, chat_id=cid, id=f"{e.id}.{tag}@{cid}")
-                                              for e in evs for cid in affected])
-                    affected += [cid for cid in routed if cid not in affected]
-                else:
-                    row = self._chat_row(conn, chat_id)
-                    if row is None or (token_hash is not None and row["token_hash"] != token_hash):
-                        # a wrong token and another chat's token get the same answer
-                        raise CommandRefused("unknown_chat", f"no chat {chat_id!r}")
-                    world = self._world(conn, row)
-                    engine = Engine(self._ruleset_at(conn, row["ruleset_version"]), world,
-                                    articles=self._articles(conn), canned=self._canned(conn))
-                    evs = engine.apply(command, now, chat_id=chat_id, **args)
-                    self._save_chat(conn, world, chat_id)
-                    self._store_events(conn, evs)
-                    world.rr_last.save()
-                    affected = [chat_id]
-                    chat = world.chats[chat_id]
-        self.dispatch(affected)
-        if chat is not None and getattr(self.dispatch, "__func__", None) is Runtime.dispatch:
+        With ``token_hash`` the chat must be the one that customer token opens.
+
+        On PostgreSQL, chat commands that arrive together share one transaction
+        (:mod:`server.group_commit`); each still gets its own answer or refusal."""
+        if chat_id is None:
+            return self._agent_command(command, **args), None
+        cmd = _Command(command, chat_id, token_hash, args)
+        if self._group is not None:
+            evs, chat = self._group.submit(cmd)
+        else:
+            with self.lock:
+                out = self._run_commands([cmd], single=True)[0]
+            if isinstance(out, BaseException):
+                raise out
+            evs, chat = out
+        self.dispatch([chat_id])
+        if getattr(self.dispatch, "__func__", None) is Runtime.dispatch:
             chat = self.load_chat(chat_id)  # embedded: the rules have run; show what they did
         return evs, chat
+
+    def _agent_command(self, command: str, **args) -> list:
+        """agent_status: touches the agent, and its chats."""
+        now = self.clock()
+        with self.lock:
+            with self.db.begin() as conn:
+                world = self._world(conn)
+                engine = Engine(self.ruleset(), world)
+                evs = engine.apply(command, now, **args)
+                agent = world.agents[args["agent"]]
+                conn.execute(update(S.agents).where(S.agents.c.id == agent.id).values(status=agent.status))
+                affected = [r[0] for r in conn.execute(select(S.chats.c.id).where(
+                    and_(S.chats.c.assignee == agent.id, S.chats.c.status == "open")))]
+                # an agent who came online takes waiting chats (the routing backlog) here,
+                # in the command's transaction: its event reaches no chat of its own
+                routed = self._store_routed(conn, world, [e for ev in evs for e in engine.backlog(ev, now)])
+                world.rr_last.save()
+                # an agent's event concerns each chat it is responsible for: one copy
+                # per chat, so each chat processes its own in order
+                # (agent events have no chat sequence: a random part keeps their ids unique)
+                tag = secrets.token_hex(6)
+                self._store_events(conn, [replace(e, chat_id=cid, id=f"{e.id}.{tag}@{cid}")
+                                          for e in evs for cid in affected])
+                affected += [cid for cid in routed if cid not in affected]
+        self.dispatch(affected)
+        return evs
+
+    def _run_commands(self, cmds, single: bool = False) -> list:
+        """Apply chat commands in one transaction: their chats locked in id order, each
+        command on the chat as the commands before it in the batch left it. Returns one
+        outcome per command: ``(events, chat)`` or the CommandRefused (or other exception)
+        that command raised; a refused command changes nothing. If the transaction itself
+        fails, each command is run again in its own (``single`` raises instead)."""
+        try:
+            with self.db.begin() as conn:
+                return self._apply_commands(conn, cmds)
+        except Exception as e:
+            if single:
+                raise
+            if len(cmds) == 1:
+                return [e]
+            log.warning("a group of %d commands failed (%s); running them one by one", len(cmds),
+                        type(e).__name__)
+            return [self._run_commands([cmd])[0] for cmd in cmds]
+
+    def _apply_commands(self, conn, cmds) -> list:
+        now = self.clock()
+        rows = {row["id"]: row for row in self._chat_rows(conn, [c.chat_id for c in cmds])}
+        if not rows:
+            return [CommandRefused("unknown_chat", f"no chat {c.chat_id!r}") for c in cmds]
+        first = next(iter(rows.values()))
+        ruleset = self._ruleset_at(conn, first["ruleset_version"])
+        agents = self._agents(conn, first["agents_revision"])
+        shared = _shared_routing(conn)
+        articles, canned = self._articles(conn), self._canned(conn)
+        current: dict = {}  # chat id -> (state dict, event seq) after the batch's commands so far
+        changed: dict = {}  # chat id -> World as its last applied command left it
+        outcomes, events = [], []
+        for cmd in cmds:
+            row = rows.get(cmd.chat_id)
+            if row is None or (cmd.token_hash is not None and row["token_hash"] != cmd.token_hash):
+                # a wrong token and another chat's token get the same answer
+                outcomes.append(CommandRefused("unknown_chat", f"no chat {cmd.chat_id!r}"))
+                continue
+            state, seq = current.get(cmd.chat_id) or (row["state"], row["event_seq"])
+            world = self._world(conn, {"state": state, "event_seq": seq}, agents=dict(agents), shared=shared)
+            engine = Engine(ruleset, world, articles=articles, canned=canned)
+            try:
+                evs = engine.apply(cmd.command, now, chat_id=cmd.chat_id, **cmd.args)
+            except Exception as e:  # this command only: its world is dropped
+                outcomes.append(e)
+                continue
+            chat = world.chats[cmd.chat_id]
+            if sum(1 for c in cmds if c.chat_id == cmd.chat_id) > 1:
+                current[cmd.chat_id] = (chat_to_dict(chat), world.event_seq)
+            changed[cmd.chat_id] = world
+            events += evs
+            outcomes.append((evs, chat))
+        if changed:
+            chat_rows = []
+            for cid, world in changed.items():
+                values = self._chat_values(world, cid)
+                values["b_id"] = cid
+                chat_rows.append(values)
+            conn.execute(update(S.chats).where(S.chats.c.id == bindparam("b_id")), chat_rows)
+            self._store_events(conn, events)
+            shared.rr_last.save()
+        return outcomes
 
     def load_chat(self, chat_id: str):
         """The stored chat (engine.model.Chat), or None."""
@@ -574,6 +641,13 @@ def _dialect_insert(conn):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert
+
+
+class _Command(NamedTuple):
+    command: str
+    chat_id: str
+    token_hash: str | None
+    args: dict
 
 
 class _Loaded(NamedTuple):

@@ -268,3 +268,31 @@ def test_a_worker_batch_wakes_the_live_streams_with_one_message(scaled, redis_ur
     finally:
         worker_runtime.listeners.pop()
         pubsub.close()
+
+
+def test_the_web_dispatcher_lingers_so_chats_arriving_together_share_a_job(redis_url):
+    """With ``linger``, the first id waits that long for others even when the workers keep
+    up: three commands 30 ms apart go out as one job, and a lone one after the linger."""
+    import time
+
+    queue = jobs.make_queue({"REDIS_URL": redis_url, "QUEUE": f"chatflow-test-{secrets.token_hex(4)}"})
+    try:
+        dispatcher = jobs.Dispatcher(queue, linger=0.3, poll=0.005)
+        t0 = time.monotonic()
+        for cid in ("c_1", "c_2", "c_3"):
+            dispatcher([cid])
+            time.sleep(0.03)
+        assert dispatcher.flush(10)
+        waited = time.monotonic() - t0
+        assert [job.args[0] for job in queue.get_jobs()] == [["c_1", "c_2", "c_3"]]
+        assert 0.25 < waited < 2.0  # it did linger, and not for long
+
+        no_linger = jobs.Dispatcher(queue, poll=0.005)
+        queue.empty()
+        for cid in ("c_4", "c_5"):
+            no_linger([cid])
+            time.sleep(0.05)
+        assert no_linger.flush(10)
+        assert [job.args[0] for job in queue.get_jobs()] == [["c_4"], ["c_5"]]
+    finally:
+        queue.delete(delete_jobs=True)

@@ -184,7 +184,7 @@ def test_committing_the_same_evaluation_twice_stores_each_effect_once(api, runti
     # first half only: the customer's message committed with its event, not yet processed
     clock.advance(60)
     with runtime.db.begin() as conn:
-        row = runtime._chat_row(conn, cid)
+        [row] = runtime._chat_rows(conn, [cid])
         world = runtime._world(conn, row)
         evs = Engine(runtime.ruleset(), world).apply("customer_message", clock.now, chat_id=cid, text="thanks, bye")
         evs += Engine(runtime.ruleset(), world).apply("customer_leaves", clock.now + 1, chat_id=cid)
