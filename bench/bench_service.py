@@ -956,7 +956,7 @@ def summarize_profile(path: str, top: int = 25, root: str = str(ROOT)) -> list:
 def run(quick: bool = False, log=print, profile_dir: str | None = None) -> dict:
     """Every part, at full or quick sizes; the figures as a dict for :func:`render`."""
     res = {"quick": quick}
-    web = dict(web_workers=2, web_threads=4, n_workers=2)
+    web = dict(web_workers=2, web_threads=16, n_workers=2)  # as README's gunicorn line: threads feed group commit
     log("(D) service: (a) customer messages through gunicorn")
     sat = bench_messages(log, n_chats=200 if quick else 1000, n_msgs=2000 if quick else 20000,
                          seconds=10 if quick else 30, concurrency=16, profile_dir=profile_dir, **web)
