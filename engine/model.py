@@ -55,6 +55,9 @@ class Agent:
     channels: tuple | None = None  # None = every channel
     status: str = "online"  # online | away | offline
     max_chats: int | None = None  # None = no limit
+    # channel -> open chats of that channel the agent may hold; a channel named here
+    # overrides the rule set's `capacity CHANNEL N` for this agent (None: the rule set's)
+    capacity: dict | None = None
 
     @property
     def is_operator(self) -> bool:
@@ -179,7 +182,7 @@ class World:
     before_pick: object = None  # called before a routing pick reads counts (a service locks)
 
     def add_agent(self, id: str, name=None, departments=(), access_chats=True, channels=None,
-                  status="online", max_chats=None) -> Agent:
+                  status="online", max_chats=None, capacity=None) -> Agent:
         """Add an agent (scenario ``agents:`` entry or admin API); lists become tuples."""
         if not isinstance(id, str) or not id:
             raise CommandRefused("bad_request", "an agent needs a non-empty string id")
@@ -194,7 +197,16 @@ class World:
             channels = tuple(channels)
         if max_chats is not None and (not isinstance(max_chats, int) or max_chats < 0):
             raise CommandRefused("bad_request", "max_chats must be a non-negative integer")
-        agent = Agent(id, name, tuple(departments or ()), bool(access_chats), channels, status, max_chats)
+        if capacity is not None:
+            if not isinstance(capacity, dict):
+                raise CommandRefused("bad_request", "capacity must map channels to numbers of chats")
+            for channel, n in capacity.items():
+                if channel not in CHANNELS:
+                    raise CommandRefused("bad_request", f"unknown channel {channel!r} in capacity")
+                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                    raise CommandRefused("bad_request", f"capacity of {channel!r} must be a non-negative integer")
+            capacity = dict(capacity)
+        agent = Agent(id, name, tuple(departments or ()), bool(access_chats), channels, status, max_chats, capacity)
         self.agents[id] = agent
         return agent
 

@@ -5,8 +5,9 @@ several processes share — the round-robin pointer, capacity counts, the picks 
 fair-distribution window, the waiting chats — is reached through the World, which a
 service backs with its database (server/runtime.py) and the simulator keeps in memory.
 
-- Capacity: an agent's ``max_chats`` over all its open chats, and the routing block's
-  ``capacity CHANNEL N`` over its open chats of that channel.
+- Capacity: an agent's ``max_chats`` over all its open chats, and per channel its own
+  ``capacity`` (agent settings) or else the routing block's ``capacity CHANNEL N``, over
+  its open chats of that channel.
 - Fair distribution: ``at most N per D`` — an agent is picked at most N times in any
   window of D (picks by department assignment and by the backlog; an explicit
   ``assign agent`` or a join is not a pick and is not limited).
@@ -50,11 +51,12 @@ def picks_of(world: World):
 
 def has_free_capacity(world: World, agent: Agent, chat: Chat | None = None) -> bool:
     """Room for one more open chat: under ``max_chats``, and under the channel's
-    capacity when ``chat`` is given."""
+    capacity (the agent's own for that channel, else the rule set's) when ``chat`` is given."""
     if agent.max_chats is not None and world.open_chats(agent.id) >= agent.max_chats:
         return False
     if chat is not None:
-        cap = routing_of(world).capacity.get(chat.channel)
+        own = agent.capacity or {}
+        cap = own[chat.channel] if chat.channel in own else routing_of(world).capacity.get(chat.channel)
         if cap is not None and world.open_in_channel(agent.id, chat.channel) >= cap:
             return False
     return True

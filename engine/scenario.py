@@ -53,7 +53,7 @@ EXPECT_KEYS = {"at", "from", "to", "fired", "not_fired", "notified", "emails", "
                "pending", "customer_sees"}
 TEST_KEYS = {"name", "steps", "expect"}
 TOP_KEYS = {"rules", "defaults", "start", "agents", "tests", "canned", "articles", "name"}
-AGENT_KEYS = {"id", "name", "departments", "access_chats", "channels", "status", "max_chats"}
+AGENT_KEYS = {"id", "name", "departments", "access_chats", "channels", "status", "max_chats", "capacity"}
 
 
 class ScenarioError(SourceError):

@@ -28,6 +28,7 @@ agents = Table(
     Column("channels", JSON),  # null: every channel
     Column("status", String(10), nullable=False, default="online"),
     Column("max_chats", Integer),
+    Column("capacity", JSON),  # {channel: open chats of it} (migration 0007); null: the rule set's
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("token_hash", String(64), unique=True),
     Column("reply_shortcut", String(10), nullable=False, default="enter"),

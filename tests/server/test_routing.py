@@ -219,3 +219,19 @@ def test_two_agents_online_at_once_share_the_backlog_without_a_chat_twice(api, c
     got = [chat_fields(runtime, c)[0] for c in chats]
     assert got.count("sam") == 2 and got.count("sia") == 2 and got.count(None) == 1, got
     assert got[4] is None  # the one that waited least
+
+
+def test_an_agents_own_capacity_per_channel(api, client, runtime, clock):
+    r = client.post("/api/admin/agents", json={"id": "x", "capacity": {"sms": 3}}, headers=api.admin)
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_request", r.get_json()
+    r = client.post("/api/admin/agents", json={"id": "x", "capacity": {"email": -1}}, headers=api.admin)
+    assert r.status_code == 400, r.get_json()
+    api.agents(("pat", {"departments": ["support"], "capacity": {"widget": 1}}))
+    listed = client.get("/api/admin/agents", headers=api.admin).get_json()["agents"]
+    assert [a["capacity"] for a in listed if a["id"] == "pat"] == [{"widget": 1}]
+    upload(client, api, RULES)
+    picked = []
+    for _ in range(2):
+        cid, _ = api.start_chat("Hi", page_url="https://shop.example/support")
+        picked.append(chat_fields(runtime, cid)[0])
+    assert picked == ["pat", None]  # its own widget 1, not the rule set's 2
