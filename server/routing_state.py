@@ -64,19 +64,25 @@ def open_in_channel(conn):
     return count
 
 
-def waiting_loader(conn, world, skip=(), loaded=None):
+def waiting_loader(conn, world, batch=None, loaded=None):
     """A World.waiting_loader: adds to ``world`` the stored chats waiting in the agent's
     departments (open, unassigned), locked for this transaction — skipping rows another
-    transaction holds (it is changing them; the next backlog run sees them) and the chats
-    in ``skip`` (a batch's own, processed by their own engines). They join
+    transaction holds (it is changing them; the next backlog run sees them) — and the
+    other chats of the batch (``batch``, id -> Chat: their rows are this transaction's and
+    not written yet, so they are taken as their engines left them in memory). They join
     ``world.foreign``: their events go to the outbox, for their own processing.
     ``loaded`` (id -> Chat) is shared by the worlds of one batch, so a chat loaded by one
     is the same object in all, as it stands after what the others did to it."""
     loaded = {} if loaded is None else loaded
+    batch = {} if batch is None else batch
     def load(agent, at) -> None:
         departments = sorted(agent.departments)
         if not departments:
             return
+        for cid, chat in batch.items():
+            if cid not in world.chats:  # another chat of the batch (the backlog filters them)
+                world.chats[cid] = chat
+                world.foreign.add(cid)
         c = S.chats.c
         q = select(S.chats).where(and_(c.assignee.is_(None), c.status == "open",
                                        column("department").in_(departments))).order_by(c.id)
@@ -84,7 +90,7 @@ def waiting_loader(conn, world, skip=(), loaded=None):
             q = q.with_for_update(skip_locked=True, of=S.chats)
         for row in conn.execute(q).mappings():
             cid = row["id"]
-            if cid in skip or (cid in world.chats and cid not in world.foreign):
+            if cid in batch or (cid in world.chats and cid not in world.foreign):
                 continue
             if cid not in loaded:
                 loaded[cid] = chat_from_dict(row["state"])

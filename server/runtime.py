@@ -122,10 +122,10 @@ class Runtime:
             return dict(agents)
         return agents
 
-    def _world(self, conn, chat_row=None, agents=None, shared: World | None = None, skip=()) -> World:
+    def _world(self, conn, chat_row=None, agents=None, shared: "_RoutingState | None" = None) -> World:
         """A World holding one stored chat. The chats of one batch share the agents, the
         capacity counts, the round robin and the rest of routing's state (``shared``), as
-        they would in one World; the backlog does not load the batch's chats (``skip``)."""
+        they would in one World; the backlog sees the batch's chats as they stand."""
         world = World()
         if agents is None:
             agents = self._agents(conn, chat_row["agents_revision"] if chat_row is not None else None)
@@ -136,8 +136,7 @@ class Runtime:
         # server.routing_state): counts, round robin, picks, the lock, the waiting chats
         for name in _SHARED:
             setattr(world, name, getattr(shared, name))
-        loaded = shared.chats  # waiting chats loaded for the backlog, by id, for the batch
-        world.waiting_loader = waiting_loader(conn, world, skip, loaded)
+        world.waiting_loader = waiting_loader(conn, world, shared.batch, shared.loaded)
         # capacity counts come from every stored chat, read per agent only when a rule or
         # command needs one (indexed by assignee); the commands keep them current for the
         # chats loaded here
@@ -148,6 +147,10 @@ class Runtime:
             chat = chat_from_dict(chat_row["state"])
             world.chats[chat.id] = chat
             world.event_seq = chat_row["event_seq"]
+            # the chat's event counter, shared: the backlog of another chat of the batch
+            # may give this one events too
+            world.chat_seqs[chat.id] = chat_row["event_seq"]
+            shared.batch[chat.id] = chat
         return world
 
     def _chat_rows(self, conn, chat_ids) -> list:
@@ -386,12 +389,15 @@ class Runtime:
                 return 0, signals
             items = self._load(conn, rows)
             seqs, now, deferred = [], 0.0, []
-            for item in items:
-                for e in pending[item.chat_id]:
-                    ev = event_from_dict(e.payload)
-                    deferred += item.engine.process([ev], ev.at).deferred
-                    seqs.append(e.seq)
-                    now = max(now, ev.at)
+            # in the order they were committed, across the batch's chats (each chat's in
+            # its order): what the chats share — capacity, round robin, the backlog's
+            # waiting chats — then changes as it did in time, as in one simulated World
+            by_chat = {item.chat_id: item for item in items}
+            for e in sorted((e for cid in by_chat for e in pending[cid]), key=lambda e: e.seq):
+                ev = event_from_dict(e.payload)
+                deferred += by_chat[e.chat_id].engine.process([ev], ev.at).deferred
+                seqs.append(e.seq)
+                now = max(now, ev.at)
             signals += self._store(conn, items, now, deferred)
             self._count(("events",), len(seqs))
             conn.execute(update(S.events).where(S.events.c.seq.in_(seqs)).values(processed_at=self.clock()))
@@ -410,7 +416,7 @@ class Runtime:
         articles, canned = self._articles(conn), self._canned(conn)
         items = []
         for row in rows:
-            world = self._world(conn, row, agents=agents, shared=shared, skip=frozenset(ids))
+            world = self._world(conn, row, agents=agents, shared=shared)
             engine = Engine(ruleset, world, articles=articles, canned=canned, tracing=True, why="fired")
             engine.load_chat_state(row["id"], {"last": (row["rule_state"] or {}).get("last") or {},
                                                "timers": due.get(row["id"], {})})
@@ -591,10 +597,19 @@ _AGENTS_REVISION = select(S.revisions.c.value).where(S.revisions.c.name == "agen
 _SHARED = ("open_by_agent", "open_by_channel", "rr_last", "picks", "before_pick", "foreign", "chat_seqs")
 
 
-def _shared_routing(conn) -> World:
-    """Routing's state for one transaction, over the database (server.routing_state).
-    ``chats`` of this World holds the waiting chats loaded for the backlog."""
-    return World(rr_last=_RoundRobin(conn), picks=Picks(conn), before_pick=routing_lock(conn))
+class _RoutingState:
+    """Routing's state for one transaction, over the database (server.routing_state):
+    the World attributes in _SHARED, the chats of the batch (``batch``, id -> Chat, as
+    their engines change them) and the waiting chats loaded for the backlog (``loaded``)."""
+
+    def __init__(self, conn):
+        self.open_by_agent, self.open_by_channel, self.foreign, self.chat_seqs = {}, {}, set(), {}
+        self.rr_last, self.picks, self.before_pick = _RoundRobin(conn), Picks(conn), routing_lock(conn)
+        self.batch, self.loaded = {}, {}
+
+
+def _shared_routing(conn) -> _RoutingState:
+    return _RoutingState(conn)
 
 
 def _routing_world(items) -> World:

@@ -62,9 +62,10 @@ def test_a_batch_shares_capacity_and_the_round_robin_across_its_chats(api, clien
     assert sorted(waiting) == sorted(chats) and unprocessed(runtime) == 3
 
     assert runtime.process_chats(waiting) == 3
-    got = assignees(runtime, sorted(chats))
-    # in id order: one chat each (capacity 1 counted across the batch, the round robin
-    # going on from alice to bob), and the third waits for someone
+    got = assignees(runtime, chats)
+    # in the order they were started (a batch runs its events in commit order, as one
+    # simulated World would): one chat each (capacity 1 counted across the batch, the
+    # round robin going on from alice to bob), and the third waits for someone
     assert got == ["alice", "bob", None], got
     assert unprocessed(runtime) == 0
     # a redelivered job finds nothing new and stores nothing twice

@@ -235,3 +235,24 @@ def test_an_agents_own_capacity_per_channel(api, client, runtime, clock):
         cid, _ = api.start_chat("Hi", page_url="https://shop.example/support")
         picked.append(chat_fields(runtime, cid)[0])
     assert picked == ["pat", None]  # its own widget 1, not the rule set's 2
+
+
+def test_a_batch_hands_a_chat_it_holds_to_an_agent_it_frees(api, client, runtime, clock):
+    """A worker's batch holds both a new chat (it joins the sales queue when its rules
+    run) and the close of another: the closing agent takes the new chat, whichever of
+    the two ids sorts first, as the simulator would (events run in commit order)."""
+    team = api.agents(("sam", {"departments": ["sales"], "status": "offline"}))
+    upload(client, api, RULES)
+    first = [sales_chat(api, clock) for _ in range(2)]
+    status(api, team["sam"], "online")
+    assert [chat_fields(runtime, c)[0] for c in first] == ["sam", "sam"]
+    clock.advance(600)
+    held = []
+    runtime.dispatch = held.extend  # the web process commits; a worker runs the rules later
+    new = sales_chat(api, clock)
+    api.post(f"/api/chats/{first[0]}/close", team["sam"], status=200)
+    assert chat_fields(runtime, new) == (None, None, "open")  # its rules have not run yet
+    del runtime.dispatch
+    runtime.process_chats(held)
+    assert chat_fields(runtime, new) == ("sam", "sales", "open")
+    assert ("assigned" in api.templates(team["sam"], new))
