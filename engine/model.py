@@ -252,6 +252,10 @@ class World:
             if c.status == "open":
                 self.count_open(c.assignee, +1, c.channel)
 
+    def seq_of(self, chat_id: str) -> int:
+        """The last event number given to ``chat_id`` (its own counter when it has one)."""
+        return self.chat_seqs.get(chat_id, self.event_seq)
+
     def new_event(self, type: str, at: float, chat_id: str | None, actor: str, *,
                   agent_id=None, rule=None, message_id=None, data=None) -> Event:
         """A new event with the next id of this world (``CHAT:N``, ``agents:N`` without chat)."""

@@ -168,7 +168,7 @@ class Runtime:
         chat = world.chats[chat_id]
         values = dict(channel=chat.channel, status=chat.status, assignee=chat.assignee,
                       customer_id=chat.customer.id, state=chat_to_dict(chat),
-                      event_seq=world.chat_seqs.get(chat_id, world.event_seq), updated_at=self.clock())
+                      event_seq=world.seq_of(chat_id), updated_at=self.clock())
         if rule_state is not None:
             values["rule_state"] = rule_state
         return values
@@ -305,7 +305,7 @@ class Runtime:
                 continue
             chat = world.chats[cmd.chat_id]
             if sum(1 for c in cmds if c.chat_id == cmd.chat_id) > 1:
-                current[cmd.chat_id] = (chat_to_dict(chat), world.event_seq)
+                current[cmd.chat_id] = (chat_to_dict(chat), world.seq_of(cmd.chat_id))
             changed[cmd.chat_id] = world
             events += evs
             outcomes.append((evs, chat))

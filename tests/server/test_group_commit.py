@@ -94,7 +94,7 @@ def _events(runtime, chat_id):
                             .order_by(S.events.c.seq)).all()
 
 
-def test_one_transaction_applies_each_command_on_what_the_ones_before_left(api, runtime):
+def test_one_transaction_applies_each_command_on_what_the_ones_before_left(api, runtime, caplog):
     a, a_cust = api.start_chat("first")
     b, b_cust = api.start_chat("other")
     hash_a = S.token_hash(a_cust["Authorization"].split()[1])
@@ -109,6 +109,7 @@ def test_one_transaction_applies_each_command_on_what_the_ones_before_left(api, 
         _Command("customer_leaves", b, hash_b, {}),
     ]
     out = runtime._run_commands(cmds)
+    assert "one by one" not in caplog.text  # one transaction, not the fallback
     assert [type(o).__name__ for o in out] == ["tuple", "CommandRefused", "tuple", "CommandRefused",
                                                "CommandRefused", "tuple"]
     assert [o.code for o in out if isinstance(o, CommandRefused)] == ["unknown_chat", "bad_request", "unknown_chat"]
