@@ -5,6 +5,7 @@ Times are seconds since the Unix epoch (UTC); the engine passes its injected clo
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -87,3 +88,104 @@ def next_midnight(ts: float, tz: str) -> float:
     local = datetime.fromtimestamp(ts, zone)
     nxt = (local.replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)).replace(tzinfo=zone)
     return nxt.astimezone(timezone.utc).timestamp()
+
+
+# ---------------------------------------------------------------- business time
+#
+# ``STATE for 2h within "support_hours"`` and SLA targets counted in a schedule need the
+# instant at which a given amount of time *inside* the schedule has passed. ``contains``
+# reads the local wall time, so the set of instants inside is a union of intervals whose
+# ends are window edges (a local time, which a DST change can map to two instants or to
+# none) or the zone's offset changes themselves (local time jumps there). Between two
+# such cuts ``contains`` cannot change, so summing whole segments is exact.
+
+WEEK = 7 * 86400
+_EMPTY_WEEKS = 3  # weeks in a row with no time inside: the schedule has none (left unarmed)
+
+
+def _offset(zone, ts: float):
+    return datetime.fromtimestamp(ts, zone).utcoffset()
+
+
+def _local_midnight(day, zone) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()
+
+
+def schedule_cuts(sched: CompiledSchedule, lo: float, hi: float) -> list:
+    """Sorted instants in ``(lo, hi)`` where ``sched.contains`` may change value."""
+    zone = sched._zone()
+    day = datetime.fromtimestamp(lo, zone).date() - timedelta(days=1)
+    last = datetime.fromtimestamp(hi, zone).date() + timedelta(days=1)
+    out = set()
+    while day <= last:
+        midnight = datetime(day.year, day.month, day.day)
+        wd = day.weekday()
+        for wday, start, end in sched.windows:
+            if wday != wd:
+                continue
+            for minute in (start, end):
+                naive = midnight + timedelta(minutes=minute)
+                for fold in (0, 1):  # a repeated local time is two instants; a skipped one maps past the gap
+                    out.add(naive.replace(tzinfo=zone, fold=fold).timestamp())
+        a = _local_midnight(day, zone)
+        b = _local_midnight(day + timedelta(days=1), zone)
+        if _offset(zone, a) != _offset(zone, b):  # the offset changes this day: find the instant
+            low, high, after = int(a), int(b), _offset(zone, b)
+            while high - low > 1:
+                mid = (low + high) // 2
+                if _offset(zone, mid) == after:
+                    high = mid
+                else:
+                    low = mid
+            out.add(float(high))
+        day += timedelta(days=1)
+    return sorted(c for c in out if lo < c < hi)
+
+
+def _segments(sched: CompiledSchedule, start: float):
+    """(segment start, segment end, inside) from ``start`` on, a week of cuts at a time;
+    ends after ``_EMPTY_WEEKS`` weeks in a row with no time inside."""
+    t, empty = start, 0
+    while empty < _EMPTY_WEEKS:
+        week_end = t + WEEK
+        inside_any = False
+        seg = t
+        for cut in schedule_cuts(sched, t, week_end) + [week_end]:
+            inside = sched.contains(seg)
+            inside_any = inside_any or inside
+            yield seg, cut, inside
+            seg = cut
+        empty = 0 if inside_any else empty + 1
+        t = week_end
+
+
+@functools.lru_cache(maxsize=65536)
+def business_deadline(sched: CompiledSchedule, start: float, seconds: float) -> float | None:
+    """The first instant by which ``seconds`` of time inside ``sched`` have passed since
+    ``start``, or None if the schedule has no time inside at all.
+
+    Exact: ``business_seconds(sched, start, result) == seconds`` and any earlier instant has
+    less. Cached: a state's anchor stays the same through its episode, and the engine
+    asks again at every event of the chat."""
+    remaining = float(seconds)
+    if remaining <= 0:
+        return start
+    for seg, cut, inside in _segments(sched, start):
+        if inside:
+            if cut - seg >= remaining:
+                return seg + remaining
+            remaining -= cut - seg
+    return None
+
+
+def business_seconds(sched: CompiledSchedule, start: float, end: float) -> float:
+    """Seconds inside ``sched`` between ``start`` and ``end`` (0 when ``end <= start``)."""
+    total = 0.0
+    if end <= start:
+        return total
+    for seg, cut, inside in _segments(sched, start):
+        if seg >= end:
+            break
+        if inside:
+            total += min(cut, end) - seg
+    return total
