@@ -219,7 +219,8 @@ def render_timeline(scenario, test, result, color=False) -> str:
                 extra = " (already true before: fires once per episode)"
             lines.append(f"          {mark} {e.rule} [{kind} rule]{extra}")
             for depth, text, value in d.get("why", []):
-                shown = _changes_text(value) if text == "changes" else _short(value)
+                shown = _changes_text(value) if text == "changes" else \
+                    _sla_text(value, t0) if text == "sla" else _short(value)
                 lines.append(f"                {'  ' * depth}{text} = {shown}")
         elif e.kind == "fired":
             continue
@@ -261,6 +262,28 @@ def _short(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+def _sla_text(clock, t0) -> str:
+    """An SLA state's clock as ``policy standard: first_response running since +0s, due
+    +15m (due soon from +10m)``."""
+    if not isinstance(clock, dict):
+        return _short(clock)
+    policy = clock.get("policy")
+    if policy is None:
+        return "no policy applies"
+    head = f"policy {policy}: {clock.get('target')} {clock.get('state')}"
+    if clock.get("state") == "none":
+        return head + " (no cycle, or the policy sets no such target)"
+    from engine.scenario import _fmt_time
+
+    rel = lambda t: "never" if t is None else f"+{_fmt_time(t - t0)}"  # noqa: E731
+    text = f"{head} since {rel(clock['start'])}, due {rel(clock['due'])}"
+    if clock.get("end") is not None:
+        text += f", met {rel(clock['end'])}"
+    if clock.get("due_soon_at") is not None:
+        text += f" (due soon from {rel(clock['due_soon_at'])})"
+    return text
 
 
 def _changes_text(changes) -> str:

@@ -105,11 +105,14 @@ class Changed:
 
 @dataclass(frozen=True)
 class For:
-    """``STATE for DURATION``: true once the state has held for that long."""
+    """``STATE for DURATION [within "SCHEDULE"]``: true once the state has held for that
+    long; with ``within``, that long inside the named schedule (business time)."""
 
     operand: "Expr"
     duration: Duration
     span: Span = _span()
+    within: str | None = None
+    within_span: Span = _span()
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,50 @@ class Schedule:
     end_comments: tuple = field(default=(), compare=False, repr=False)
 
 
+SLA_TARGETS = ("first_response", "next_response", "resolution")
+
+
+@dataclass(frozen=True)
+class SlaTarget:
+    """One line of a policy: a target (``first_response``, ``next_response``,
+    ``resolution``) or ``due_soon``, with its duration."""
+
+    name: str
+    duration: Duration
+    span: Span = _span()
+    comments: tuple = _comments()
+
+
+@dataclass(frozen=True)
+class Sla:
+    """``sla ID ["title"] { when COND  TARGET D …  within "SCHEDULE"  due_soon D }``.
+
+    ``lines`` keeps the target and ``due_soon`` lines in written order; ``when`` is None
+    for a policy that applies to every chat (no earlier policy matching)."""
+
+    id: str
+    title: str | None
+    when: "Expr | None"
+    lines: tuple
+    within: str | None = None
+    span: Span = _span()
+    id_span: Span = _span()
+    when_span: Span = _span()
+    within_span: Span = _span()
+    # ("when" | "within" | "line", Span) for each clause as written, so fmt keeps the order
+    clause_spans: tuple = field(default=(), compare=False, repr=False)
+    comments: tuple = _comments()
+    clause_comments: tuple = field(default=(), compare=False, repr=False)
+    end_comments: tuple = field(default=(), compare=False, repr=False)
+
+    def target(self, name: str):
+        """The duration in seconds of a target (or ``due_soon``), None when not set."""
+        for line in self.lines:
+            if line.name == name:
+                return line.duration.seconds
+        return None
+
+
 @dataclass(frozen=True)
 class RoutingLine:
     """One line of a ``routing`` block.
@@ -293,6 +340,7 @@ class RuleFile:
     # (line, codes) of `# chatflow: ignore=CODE` markers, already resolved to the line they cover
     ignores: tuple = field(default=(), compare=False, repr=False)
     form: str = field(default="rules", compare=False, repr=False)  # rules | yaml
+    slas: tuple = ()  # SLA policies, in written order (the first that matches a chat applies)
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -81,6 +81,8 @@ def attach_comments(rf: ast.RuleFile, items_in_order, comments) -> ast.RuleFile:
                 new_lines.append(dataclasses.replace(line, comments=c))
             end = cur.before(item.span.end_line, item.span.end_column)
             new = dataclasses.replace(item, comments=lead, lines=tuple(new_lines), end_comments=end)
+        elif isinstance(item, ast.Sla):
+            new = _attach_sla(item, lead, cur)
         else:
             new = dataclasses.replace(item, comments=lead)
             trailing = cur.trailing(item.span.end_line, item.span.end_column, next_start)
@@ -91,8 +93,26 @@ def attach_comments(rf: ast.RuleFile, items_in_order, comments) -> ast.RuleFile:
         rf,
         items=tuple(by_id[id(i)] for i in rf.items),
         schedules=tuple(by_id[id(s)] for s in rf.schedules),
+        slas=tuple(by_id[id(s)] for s in rf.slas),
         end_comments=cur.rest(),
     )
+
+
+def _attach_sla(sla: ast.Sla, lead: tuple, cur: _Cursor) -> ast.Sla:
+    """Comments before each clause of a policy go with it (its lines keep their own)."""
+    lines = list(sla.lines)
+    clause_comments = []
+    i = 0
+    for clause, span in sla.clause_spans:
+        c = cur.before(span.line, span.column)
+        if clause == "line":
+            lines[i] = dataclasses.replace(lines[i], comments=c)
+            i += 1
+        elif c:
+            clause_comments.append((clause, c))
+    end = cur.before(sla.span.end_line, sla.span.end_column)
+    return dataclasses.replace(sla, comments=lead, lines=tuple(lines), clause_comments=tuple(clause_comments),
+                               end_comments=end)
 
 
 def _attach_rule(rule: ast.Rule, lead: tuple, cur: _Cursor) -> ast.Rule:

@@ -18,7 +18,7 @@ from .errors import Diagnostic, Span, did_you_mean
 from .routing import NO_ROUTING, CompiledRouting, compile_routing
 from .schedule import CompiledSchedule, compile_schedule
 from .templates import template_problems
-from .types import UNKNOWN, Scope, check_condition, check_expr, timezones
+from .types import UNKNOWN, Scope, check_condition, check_expr, check_schedule_name, timezones
 
 DEFAULT_PRIORITY = 0
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.rules"
@@ -28,8 +28,10 @@ DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.rule
 class CompiledRule:
     """One rule as the engine runs it.
 
-    ``temporals`` are the ``(state, seconds)`` pairs of its ``STATE for D`` predicates, from
-    which the engine computes the exact next deadline; ``clock`` is true when the condition
+    ``temporals`` are the ``(state, seconds)`` pairs of its ``STATE for D`` predicates
+    (``(state, seconds, schedule)`` for ``STATE for D within "schedule"``), from which the
+    engine computes the exact next deadline; ``sla_states`` the ``(SLA state, target)``
+    pairs it reads (their due times are deadlines too); ``clock`` is true when the condition
     reads the time of day (schedules, ``hour``, ``weekday``), so the engine also wakes at
     the next change of those. ``constant`` is the folded condition (True/False) when the
     compiler could decide it, else UNKNOWN.
@@ -48,6 +50,7 @@ class CompiledRule:
     id_span: Span = None
     temporals: tuple = ()
     schedules: tuple = ()
+    sla_states: tuple = ()  # (SLA state, target) pairs the condition reads
     clock: bool = False
     constant: object = field(default=UNKNOWN, compare=False)
     is_default: bool = False
@@ -63,12 +66,35 @@ class CompiledRule:
 
 
 @dataclass(frozen=True)
+class CompiledSla:
+    """An SLA policy as the engine applies it: the first policy (in file order) whose
+    ``when`` holds for a chat is the chat's; ``targets`` maps a target name to seconds,
+    counted inside the schedule ``within`` when it is set; ``due_soon`` is how long
+    before a due time the target is due soon (None: never)."""
+
+    id: str
+    title: str | None
+    when: object
+    targets: dict
+    within: str | None
+    due_soon: int | None
+    path: str
+    span: Span
+    id_span: Span
+    constant: object = field(default=UNKNOWN, compare=False)
+
+    def __hash__(self):
+        return hash((self.id, self.path, self.span))
+
+
+@dataclass(frozen=True)
 class RuleSet:
     rules: tuple  # CompiledRule, in evaluation order
     schedules: dict  # id -> CompiledSchedule
     files: tuple = ()
     disabled: tuple = ()
     routing: CompiledRouting = NO_ROUTING
+    slas: tuple = ()  # CompiledSla, in the order they are tried
 
     def __post_init__(self):
         by_event: dict[str, list] = {}
@@ -124,6 +150,7 @@ class _Compiler:
 
     def compile(self, files) -> RuleSet:
         schedules = self._schedules(files)
+        slas = self._slas(files, schedules)
         entries: dict[str, tuple] = {}  # id -> (Rule, file_index, position, is_default, overrides)
         first_span: dict[str, Span] = {}
         disabled = []
@@ -175,7 +202,8 @@ class _Compiler:
             if compiled is not None:
                 rules.append(compiled)
         rules.sort(key=lambda r: r.sort_key)
-        return RuleSet(tuple(rules), schedules, tuple(files), tuple(disabled), routing or NO_ROUTING)
+        return RuleSet(tuple(rules), schedules, tuple(files), tuple(disabled), routing or NO_ROUTING,
+                       slas=slas)
 
     def _routing(self, node: ast.Routing) -> CompiledRouting:
         for line in node.lines:
@@ -186,6 +214,52 @@ class _Compiler:
                 self.report(line.span, "bad_value", "`at most` needs at least 1 chat per window",
                             "to keep agents from being picked, leave them out of the department")
         return compile_routing(node)
+
+    def _slas(self, files, schedules) -> tuple:
+        out, seen = [], {}
+        for rf in files:
+            for p in rf.slas:
+                if p.id in seen:
+                    self.report(p.id_span, "duplicate_sla", f"policy `{p.id}` is defined twice",
+                                f"first defined at {seen[p.id]}")
+                    continue
+                seen[p.id] = p.id_span
+                scope = Scope(None, frozenset(schedules), self.report)
+                if p.within is not None:
+                    check_schedule_name(p.within, p.within_span, scope)
+                constant = UNKNOWN
+                if p.when is not None and self._sla_condition(p.when):
+                    constant = check_condition(p.when, scope).const
+                targets = {line.name: line.duration.seconds for line in p.lines if line.name in V.SLA_TARGETS}
+                out.append(CompiledSla(p.id, p.title, p.when, targets, p.within, p.target("due_soon"),
+                                       rf.path, p.span, p.id_span, constant))
+        return tuple(out)
+
+    def _sla_condition(self, when) -> bool:
+        """A policy is chosen by what the chat is (priority, department, channel, tags,
+        fields…), not by time: durations, schedules, the clock, changes and the SLA states
+        themselves would make a chat's policy, and so its due times, move by themselves."""
+        ok = True
+        stack = [when]
+        while stack:
+            node = stack.pop()
+            bad = None
+            if isinstance(node, ast.For):
+                bad = "`for`"
+            elif isinstance(node, ast.Changed):
+                bad = "a change condition"
+            elif isinstance(node, ast.Call) and (node.name in V.SLA_STATES or node.name in ("in_schedule", "hour", "weekday")):
+                bad = f"`{node.name}`"
+            elif isinstance(node, ast.Ref) and node.name in ("now", "chat.sla_policy"):
+                bad = f"`{node.name}`"
+            if bad is not None:
+                self.report(node.span, "bad_sla_condition", f"{bad} cannot choose an SLA policy",
+                            "a policy is chosen by the chat's facts (priority, department, channel, tags, fields); "
+                            "count a target in business time with `within \"SCHEDULE\"`")
+                ok = False
+                continue
+            stack.extend(_children(node))
+        return ok
 
     def _unknown_rule(self, span, verb, rule_id, entries):
         hint = did_you_mean(rule_id, entries) or (f"`{verb}` names a rule loaded before it")
@@ -224,13 +298,14 @@ class _Compiler:
             self._action(action, scope)
         priority = rule.priority if rule.priority is not None else DEFAULT_PRIORITY
         temporals, used, clock = _temporal_facts(rule.when)
+        sla_states = _sla_states(rule.when)
         errors_after = len([d for d in self.diagnostics if d.severity == "error"])
         if errors_after > errors_before:
             return None
         return CompiledRule(
             id=rule.id, title=rule.title, on=rule.on, when=rule.when, actions=rule.actions,
             priority=priority, path=path, file_index=fi, position=pos, span=rule.span, id_span=rule.id_span,
-            temporals=temporals, schedules=used, clock=clock, constant=constant,
+            temporals=temporals, schedules=used, clock=clock, constant=constant, sla_states=sla_states,
             is_default=is_default, overrides=overrides,
         )
 
@@ -267,8 +342,12 @@ def _temporal_facts(expr) -> tuple:
             inner = node.operand
             while isinstance(inner, ast.Paren):
                 inner = inner.expr
-            if isinstance(inner, ast.Ref) and (inner.name, node.duration.seconds) not in temporals:
-                temporals.append((inner.name, node.duration.seconds))
+            if isinstance(inner, ast.Ref):
+                entry = (inner.name, node.duration.seconds) if node.within is None else \
+                    (inner.name, node.duration.seconds, node.within)
+                if entry not in temporals:
+                    temporals.append(entry)
+
         elif isinstance(node, ast.Call):
             if node.name == "in_schedule" and node.args and isinstance(node.args[0], ast.Literal):
                 if node.args[0].value not in schedules:
@@ -281,6 +360,19 @@ def _temporal_facts(expr) -> tuple:
         for child in _children(node):
             stack.append(child)
     return tuple(temporals), tuple(schedules), clock
+
+
+def _sla_states(expr) -> tuple:
+    """The (SLA state, target) pairs a condition reads, in first-seen order."""
+    out = []
+    stack = [expr] if expr is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Call) and node.name in V.SLA_STATES and node.args \
+                and isinstance(node.args[0], ast.Literal) and (node.name, node.args[0].value) not in out:
+            out.append((node.name, node.args[0].value))
+        stack.extend(reversed(_children(node)))
+    return tuple(out)
 
 
 def _children(node):

@@ -97,7 +97,8 @@ def _bare_expr(e) -> str:
     if isinstance(e, ast.For):
         if not isinstance(e.duration, ast.Duration):
             raise ValueError("`for` takes a duration")
-        return f"{_expr(e.operand, _ATOM)} for {_duration(e.duration)}"
+        within = f" within {quote(e.within)}" if e.within is not None else ""
+        return f"{_expr(e.operand, _ATOM)} for {_duration(e.duration)}{within}"
     if isinstance(e, ast.Paren):
         return f"({_expr(e.expr, _OR)})"
     if isinstance(e, ast.Literal):
@@ -304,6 +305,15 @@ class _Places:
                 for sl in node.lines:
                     slots.append(((id(sl), "lead"), sl.comments))
                 slots.append(((id(node), "end"), node.end_comments))
+            elif isinstance(node, ast.Sla):
+                by_clause, lines = dict(node.clause_comments), iter(node.lines)
+                for clause, _ in node.clause_spans:
+                    if clause == "line":
+                        line = next(lines)
+                        slots.append(((id(line), "lead"), line.comments))
+                    else:
+                        slots.append(((id(node), clause), by_clause.get(clause, ())))
+                slots.append(((id(node), "end"), node.end_comments))
         slots.append(((id(rf), "end"), rf.end_comments))
         scanned = _scan_comments(rf.source)
         if [c for _, cs in slots for c in cs] != [text for text, _ in scanned]:
@@ -373,6 +383,8 @@ def format_rules(rf: ast.RuleFile) -> str:
             body = _schedule_lines(node, places)
         elif isinstance(node, ast.Routing):
             body = _routing_lines(node, places)
+        elif isinstance(node, ast.Sla):
+            body = _sla_lines(node, places)
         else:
             body = _rule_lines(node, places)
         lead = _after_previous(blocks, nodes, node, lead)
@@ -389,11 +401,12 @@ def format_source(text: str, path: str = "<string>") -> str:
 
 
 def _in_source_order(rf: ast.RuleFile) -> list:
-    items, schedules = list(rf.items), list(rf.schedules)
+    items, schedules = list(rf.items), list(rf.slas) + list(rf.schedules)
     if not schedules or any(n.span == NO_SPAN for n in items + schedules):
-        return items + schedules
+        return items + list(rf.slas) + list(rf.schedules)
     out = []
-    for s in schedules:  # merge: items keep their order, each schedule goes where it stood
+    # merge: items keep their order, each schedule and policy goes where it stood
+    for s in sorted(schedules, key=lambda n: (n.span.line, n.span.column)):
         where = (s.span.line, s.span.column)
         while items and (items[0].span.line, items[0].span.column) < where:
             out.append(items.pop(0))
@@ -601,6 +614,68 @@ def format_routing_line(rl: ast.RoutingLine) -> str:
     if rl.kind == "capacity":
         return f"capacity {_name(rl.channel)} {_int(rl.count)}"
     raise ValueError(f"unknown routing line {rl.kind!r}")
+
+
+# ---------------------------------------------------------------- SLA policies
+
+def _sla_lines(p: ast.Sla, places: _Places) -> list:
+    """A policy in its clauses' written order (``when``, ``within``, then the targets when
+    the tree has no order, as from YAML)."""
+    order = [c for c, _ in p.clause_spans]
+    if not order or order.count("line") != len(p.lines) or ("when" in order) != (p.when is not None) \
+            or ("within" in order) != (p.within is not None):
+        order = (["when"] if p.when is not None else []) + (["within"] if p.within is not None else []) + \
+            ["line"] * len(p.lines)
+    anchors = [("header", _start(p.span), _end(p.id_span))]
+    spans = dict((c, sp) for c, sp in p.clause_spans if c != "line")
+    for clause in ("when", "within"):
+        if clause in spans:
+            anchors.append((clause, _start(spans[clause]), _end(spans[clause])))
+    anchors += [(("line", i), _start(line.span), _end(line.span)) for i, line in enumerate(p.lines)]
+    trailing, kept = {}, {}
+
+    def sort(slot, pairs):
+        kept[slot] = []
+        for text, w in pairs:
+            owner = _trailing_owner(w, anchors)
+            if owner is not None and owner not in trailing:
+                trailing[owner] = text
+            else:
+                kept[slot].append(text)
+
+    by_clause = dict(p.clause_comments)
+    for clause in ("when", "within"):
+        sort(clause, places.of(p, clause, by_clause.get(clause, ())))
+    for i, line in enumerate(p.lines):
+        sort(("line", i), places.of(line, "lead", line.comments))
+    sort("end", places.of(p, "end", p.end_comments))
+
+    def tail(line, anchor):
+        return line + (f"  {trailing[anchor]}" if anchor in trailing else "")
+
+    head = f"sla {_name(p.id)}" + (f" {quote(p.title)}" if p.title is not None else "")
+    lines = [tail(head + " {", "header")]
+    i = 0
+    for clause in order:
+        if clause == "line":
+            lines.extend(INDENT + c for c in kept[("line", i)])
+            lines.append(tail(f"{INDENT}{format_sla_line(p.lines[i])}", ("line", i)))
+            i += 1
+            continue
+        lines.extend(INDENT + c for c in kept[clause])
+        text = _when_lines(p.when) if clause == "when" else [f"{INDENT}within {quote(p.within)}"]
+        text[-1] = tail(text[-1], clause)
+        lines.extend(text)
+    lines.extend(INDENT + c for c in kept["end"])
+    lines.append("}")
+    return lines
+
+
+def format_sla_line(line: ast.SlaTarget) -> str:
+    """``first_response 1h``: a target (or ``due_soon``) and its duration."""
+    if line.name not in ast.SLA_TARGETS + ("due_soon",):
+        raise ValueError(f"unknown SLA line `{line.name}`")
+    return f"{line.name} {_duration(line.duration)}"
 
 
 def format_schedule_line(sl: ast.ScheduleLine) -> str:

@@ -22,6 +22,9 @@ LINT_CODES = {
     "unknown_template": "a template name the product does not ship (define it on the server)",
     "no_change_condition": "a rule `on chat.updated` without a change condition fires at every change of any field",
     "backlog_unbounded": "the backlog is on with no `at most` and no `capacity`: an agent without max_chats takes every waiting chat",
+    "sla_unreachable": "an SLA policy never applies: its `when` is never true, or an earlier policy takes every chat",
+    "sla_target_unset": "a rule reads an SLA state of a target no policy sets: it is never true",
+    "sla_due_soon_unset": "a rule reads `chat.sla_due_soon` but no policy setting that target has `due_soon`",
 }
 
 
@@ -131,7 +134,59 @@ def lint(ruleset: RuleSet) -> list[Diagnostic]:
              "add `at most N per D` or `capacity CHANNEL N` to the routing block")
 
     found.extend(_cycles(rules))
+    found.extend(_sla_findings(ruleset))
     return found
+
+
+def _sla_findings(ruleset: RuleSet) -> list[Diagnostic]:
+    """Policies that never apply; SLA states no policy can make true."""
+    found = []
+    catch_all = None  # the first policy that takes every chat
+    for p in ruleset.slas:
+        if catch_all is not None:
+            found.append(Diagnostic(p.id_span, "sla_unreachable",
+                                    f"policy `{p.id}` never applies: `{catch_all.id}` (at {catch_all.span}) before it "
+                                    "takes every chat", "warning", "policies are tried in order: put the general one last"))
+        elif p.when is not None and p.constant is False:
+            found.append(Diagnostic(p.when.span, "sla_unreachable",
+                                    f"policy `{p.id}` never applies: its `when` is never true", "warning"))
+        if p.when is not None and p.constant is True:
+            found.append(Diagnostic(p.when.span, "always_true", f"the condition of policy `{p.id}` is always true",
+                                    "warning", "drop the `when`, or fix the comparison"))
+        if catch_all is None and (p.when is None or p.constant is True):
+            catch_all = p
+    set_targets = {t for p in ruleset.slas for t in p.targets}
+    warned = {t for p in ruleset.slas for t in p.targets if p.due_soon is not None}
+    for r in ruleset.rules:
+        for node in _sla_calls(r.when):
+            target = node.args[0].value
+            if target not in set_targets:
+                hint = ("no `sla` policy is declared: add one such as `sla standard { first_response 1h }`"
+                        if not ruleset.slas else f"add `{target} DURATION` to a policy")
+                found.append(Diagnostic(node.span, "sla_target_unset",
+                                        f"no SLA policy sets `{target}`: `{node.name}(\"{target}\")` is never true",
+                                        "warning", hint))
+            elif node.name == "chat.sla_due_soon" and target not in warned:
+                found.append(Diagnostic(node.span, "sla_due_soon_unset",
+                                        f"no policy that sets `{target}` has `due_soon`: this is never true", "warning",
+                                        "add `due_soon DURATION` to the policy: how long before the due time to warn"))
+    return found
+
+
+def _sla_calls(expr) -> list:
+    out, stack = [], [expr] if expr is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Call) and node.name in V.SLA_STATES and node.args \
+                and isinstance(node.args[0], ast.Literal) and node.args[0].value in V.SLA_TARGETS:
+            out.append(node)
+        for attr in ("items", "args"):
+            stack.extend(getattr(node, attr, ()) or ())
+        for attr in ("operand", "left", "right", "expr"):
+            child = getattr(node, attr, None)
+            if child is not None and not isinstance(child, (str, int, bool)):
+                stack.append(child)
+    return sorted(out, key=lambda n: (n.span.line, n.span.column))
 
 
 def _show(targets) -> str:

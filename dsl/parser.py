@@ -320,6 +320,10 @@ class _Build:
     def for_(self, meta, children):
         return ast.For(children[0], parse_duration(self.path, children[1]), self.sp(meta))
 
+    def for_within(self, meta, children):
+        operand, dur, name = children
+        return ast.For(operand, parse_duration(self.path, dur), self.sp(meta), self.s(name), self.tsp(name))
+
     def ref(self, meta, children):
         return ast.Ref(children[0].value, self.sp(meta))
 
@@ -529,6 +533,55 @@ class _Build:
         return ast.ScheduleLine(idx[0], idx[-1], minutes[0], minutes[1], self.sp(meta))
 
 
+    # -- SLA policies
+
+    def sla(self, meta, children):
+        id_tok, rest = children[0], children[1:]
+        title = None
+        if rest and isinstance(rest[0], tuple) and rest[0][0] == "title":
+            title, rest = rest[0][1], rest[1:]
+        when = within = None
+        when_span = within_span = self.tsp(id_tok)
+        lines, seen, clause_spans = [], {}, []
+        for kind, value, span in rest:
+            clause_spans.append((kind, span))
+            if kind == "when":
+                if when is not None:
+                    fail(span, "duplicate_clause", "a policy has at most one `when`", kind=ParseError)
+                when, when_span = value, span
+            elif kind == "within":
+                if within is not None:
+                    fail(span, "duplicate_clause", "a policy has at most one `within`", kind=ParseError)
+                within, within_span = value
+            else:
+                if value.name in seen:
+                    fail(span, "duplicate_clause", f"a policy sets `{value.name}` once", kind=ParseError)
+                seen[value.name] = span
+                lines.append(value)
+        if not any(line.name in ast.SLA_TARGETS for line in lines):
+            fail(self.tsp(id_tok), "bad_sla", f"policy `{id_tok.value}` sets no target",
+                 "add a line such as `first_response 1h` (" + ", ".join(ast.SLA_TARGETS) + ")", kind=ParseError)
+        return ast.Sla(id_tok.value, title, when, tuple(lines), within, self.sp(meta), self.tsp(id_tok),
+                       when_span, within_span, tuple(clause_spans))
+
+    def sla_when(self, meta, c):
+        return ("when", c[0], self.sp(meta))
+
+    def sla_within(self, meta, c):
+        return ("within", (self.s(c[0]), self.tsp(c[0])), self.sp(meta))
+
+    def _sla_line(name):
+        def build(self, meta, c):
+            return ("line", ast.SlaTarget(name, parse_duration(self.path, c[0]), self.sp(meta)), self.sp(meta))
+        return build
+
+    sla_first_response = _sla_line("first_response")
+    sla_next_response = _sla_line("next_response")
+    sla_resolution = _sla_line("resolution")
+    sla_due_soon = _sla_line("due_soon")
+    del _sla_line
+
+
 # Names users read for the grammar's terminals, in a syntax error's "expected" list.
 TOKEN_NAMES = {
     "DOTTED": "a name", "STRING": "a string", "INT": "an integer", "DURATION": "a duration",
@@ -595,7 +648,7 @@ def _syntax_error(path: str, source: str, err: UnexpectedInput) -> ParseError:
     return ParseError([Diagnostic(span, "syntax_error", message, hint=hint)])
 
 
-_NESTING = frozenset({"paren", "not_", "list_", "call", "for_"})
+_NESTING = frozenset({"paren", "not_", "list_", "call", "for_", "for_within"})
 
 
 def _check_depth(path: str, tree: Tree) -> None:
@@ -653,10 +706,11 @@ def parse(source: str, path: str = "<string>") -> ast.RuleFile:
     items = _Build(path).transform(tree)
     from .comments import attach_comments, ignore_markers
 
-    rule_items = [i for i in items if not isinstance(i, ast.Schedule)]
+    rule_items = [i for i in items if not isinstance(i, (ast.Schedule, ast.Sla))]
     schedules = [i for i in items if isinstance(i, ast.Schedule)]
+    slas = [i for i in items if isinstance(i, ast.Sla)]
     rf = ast.RuleFile(path, tuple(rule_items), tuple(schedules), source=source,
-                      ignores=ignore_markers(source, comments), form="rules")
+                      ignores=ignore_markers(source, comments), form="rules", slas=tuple(slas))
     return attach_comments(rf, items, comments)
 
 

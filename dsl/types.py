@@ -172,15 +172,19 @@ def _check_for(node: ast.For, scope: Scope) -> Typed:
     inner = node.operand
     while isinstance(inner, ast.Paren):
         inner = inner.expr
+    if node.within is not None:
+        check_schedule_name(node.within, node.within_span, scope)
     if not (isinstance(inner, ast.Ref) and inner.name in V.STATES):
         name = inner.name if isinstance(inner, ast.Ref) else None
         if isinstance(inner, ast.Ref) and fact_type(inner.name) is None:
             check_ref(inner, scope)
         else:
             what = f"`{name}` is not a state" if name else "`for` applies to a state"
-            scope.report(_span_of(node.operand), "unknown_state", what,
-                         (did_you_mean(name, V.STATES) if name else None)
-                         or "states: " + ", ".join(V.STATES))
+            hint = (did_you_mean(name, V.STATES) if name else None) or "states: " + ", ".join(V.STATES)
+            if isinstance(inner, ast.Call) and inner.name in V.SLA_STATES:
+                what = "`for` does not apply to an SLA state"
+                hint = "set the time in the policy: `due_soon` says how long before its due time a target is due soon"
+            scope.report(_span_of(node.operand), "unknown_state", what, hint)
         return Typed(V.BOOL)
     return Typed(V.BOOL)
 
@@ -252,6 +256,15 @@ def _out_of_range(t: V.Type, value: Typed) -> bool:
     return (t.low is not None and value.const < t.low) or (t.high is not None and value.const > t.high)
 
 
+def check_schedule_name(name: str, span, scope: Scope) -> None:
+    """Report a schedule name the rule set does not declare."""
+    if name not in scope.schedules:
+        scope.report(span, "unknown_schedule", f"unknown schedule `{name}`",
+                     did_you_mean(name, scope.schedules)
+                     or ("schedules: " + ", ".join(sorted(scope.schedules)) if scope.schedules
+                         else 'declare it: schedule NAME { timezone "…" mon-fri 09:00-18:00 }'))
+
+
 def _check_call(node: ast.Call, scope: Scope) -> Typed:
     fn = V.FUNCTIONS.get(node.name)
     if fn is None:
@@ -270,11 +283,15 @@ def _check_call(node: ast.Call, scope: Scope) -> Typed:
         if param == "schedule":
             if not (isinstance(arg, ast.Literal) and arg.kind == "str"):
                 scope.report(arg.span, "bad_arguments", "a schedule is named by a string", 'in_schedule("support_hours")')
-            elif arg.value not in scope.schedules:
-                scope.report(arg.span, "unknown_schedule", f"unknown schedule `{arg.value}`",
-                             did_you_mean(arg.value, scope.schedules)
-                             or ("schedules: " + ", ".join(sorted(scope.schedules)) if scope.schedules
-                                 else 'declare it: schedule NAME { timezone "…" mon-fri 09:00-18:00 }'))
+            else:
+                check_schedule_name(arg.value, arg.span, scope)
+        elif param == "sla_target":
+            if not (isinstance(arg, ast.Literal) and arg.kind == "str"):
+                scope.report(arg.span, "bad_arguments", "an SLA target is named by a string",
+                             f'{node.name}("first_response")')
+            elif arg.value not in V.SLA_TARGETS:
+                scope.report(arg.span, "unknown_sla_target", f"unknown SLA target `{arg.value}`",
+                             did_you_mean(arg.value, V.SLA_TARGETS) or "targets: " + ", ".join(V.SLA_TARGETS))
         elif param == "timezone":
             if not (isinstance(arg, ast.Literal) and arg.kind == "str"):
                 scope.report(arg.span, "bad_arguments", "a timezone is named by a string", '"Europe/Berlin"')

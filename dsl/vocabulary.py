@@ -88,6 +88,7 @@ FACTS: dict[str, Type] = {
     "chat.created_at": TIME,
     "chat.last_activity_at": TIME,
     "chat.message_count": COUNT,
+    "chat.sla_policy": OPT_STR,
     "customer.id": STR,
     "customer.name": OPT_STR,
     "customer.email": OPT_STR,
@@ -135,6 +136,23 @@ STATES: dict[str, str] = {
 }
 
 
+# SLA policies (``sla NAME { when … first_response 1h … }``): the targets a policy sets,
+# and what each measures. The first policy, in file order, whose ``when`` holds applies.
+SLA_TARGETS: dict[str, str] = {
+    "first_response": "from the first customer message to the first agent reply",
+    "next_response": "from a customer message after an agent reply to the next agent reply",
+    "resolution": "from the chat's start (or its last reopening) to its close",
+}
+
+# The SLA states, written as calls with a target: ``chat.sla_breached("first_response")``.
+# Each is true from an instant the engine knows in advance, so state rules on them fire at
+# that exact instant (their deadlines are armed like those of ``STATE for D``).
+SLA_STATES: dict[str, str] = {
+    "chat.sla_due_soon": "the target is not met yet and its due time is within the policy's `due_soon`",
+    "chat.sla_breached": "the target was not met by its due time",
+}
+
+
 @dataclass(frozen=True)
 class Function:
     name: str
@@ -151,6 +169,8 @@ FUNCTIONS: dict[str, Function] = {
                         "the weekday mon…sun of a time in a timezone"),
     "lower": Function("lower", ("str",), OPT_STR, "the text in lower case"),
     "len": Function("len", ("any",), COUNT, "the length of a text or list"),
+    "chat.sla_due_soon": Function("chat.sla_due_soon", ("sla_target",), BOOL, SLA_STATES["chat.sla_due_soon"]),
+    "chat.sla_breached": Function("chat.sla_breached", ("sla_target",), BOOL, SLA_STATES["chat.sla_breached"]),
 }
 
 # Comparison operators and the operand types they accept.
@@ -210,7 +230,7 @@ TEMPLATE_ROOTS = ("chat", "customer", "agent", "assignee", "message")
 # rendered from the server's template store), so unknown names are a lint warning only.
 KNOWN_TEMPLATES = (
     "new_chat", "new_message", "assigned", "mention", "unread_messages", "unread_replies",
-    "unattended",
+    "unattended", "sla_due_soon", "sla_breached",
 )
 
 

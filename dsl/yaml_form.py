@@ -39,7 +39,7 @@ except ImportError:  # PyYAML without libyaml: the pure-Python composer reads ev
 from . import ast
 from .comments import IGNORE_RE, attach_comments, ignore_markers
 from .errors import Diagnostic, ParseError, SourceError, Span, did_you_mean, fail
-from .parser import MAX_SOURCE_BYTES, decode_source, parse_expression
+from .parser import MAX_SOURCE_BYTES, decode_source, duration_seconds, parse_expression
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "rules.schema.json"
 MAX_NESTING = 64  # YAML collections inside each other; rule files need about 8
@@ -601,7 +601,7 @@ def _what(path, instance) -> str:
         if isinstance(instance, dict):
             return "disable" if "disable" in instance else "override" if "override" in instance else "rule"
         return "rule"
-    return {"then": "action", "schedules": "schedule", "hours": "hours line"}.get(parent, "item")
+    return {"then": "action", "schedules": "schedule", "hours": "hours line", "slas": "policy"}.get(parent, "item")
 
 
 class _Source:
@@ -957,6 +957,34 @@ class _Build:
                             tz_node.value if "timezone" in pairs else "UTC", lines, self.span(node),
                             self.span(id_node), self.span(tz_node))
 
+    def sla(self, node: MappingNode) -> ast.Sla:
+        pairs = _pairs(node)
+        id_node = pairs["id"][1]
+        when = self.condition(pairs["when"][1], "`when`") if "when" in pairs else None
+        within, within_span = None, self.span(id_node)
+        if "within" in pairs:
+            within, within_span = self.name(pairs["within"][1], _NAME_RE, "schedule name"), self.span(pairs["within"][1])
+        lines, clause_spans = [], []
+        for key, value in node.value:
+            name = key.value
+            if name in ("when", "within"):
+                clause_spans.append((name, self.span(key, value)))
+            elif name in ast.SLA_TARGETS or name == "due_soon":
+                seconds = duration_seconds(value.value) if len(value.value) <= 24 else None
+                if not seconds:
+                    fail(self.span(value), "bad_duration", f"bad duration `{_shown(value.value)}`",
+                         "units go d, h, m, s in that order, each at most once (`1h30m`), above zero", kind=ParseError)
+                line = ast.SlaTarget(name, ast.Duration(seconds, value.value, self.span(value)), self.span(key, value))
+                lines.append(line)
+                clause_spans.append(("line", line.span))
+        if not any(line.name in ast.SLA_TARGETS for line in lines):
+            fail(self.span(id_node), "bad_sla", f"policy `{id_node.value}` sets no target",
+                 "add `first_response: 1h` (" + ", ".join(ast.SLA_TARGETS) + ")", kind=ParseError)
+        return ast.Sla(self.name(id_node, _NAME_RE, "policy id"), pairs["title"][1].value if "title" in pairs else None,
+                       when, tuple(lines), within, self.span(node), self.span(id_node),
+                       self.span(*pairs["when"]) if "when" in pairs else self.span(id_node), within_span,
+                       tuple(clause_spans))
+
     def hours(self, node: ScalarNode) -> ast.ScheduleLine:
         m = _HOURS_RE.match(node.value)
         offsets, _ = self.src.mapper(node, node.value)
@@ -1021,12 +1049,12 @@ def _load(source: str, path: str) -> ast.RuleFile:
     data = _to_data(path, root) if root is not None else None
     if data is not None:
         _validate(src, root, data)
-    items, schedules, placed = [], [], []
+    items, schedules, slas, placed = [], [], [], []
     build = _Build(src)
     if data:
         pairs = _pairs(root)
         section_starts = sorted(k.start_mark.index for k, _ in root.value)
-        for section, maker in (("rules", build.item), ("schedules", build.schedule)):
+        for section, maker in (("rules", build.item), ("schedules", build.schedule), ("slas", build.sla)):
             if section not in pairs or not isinstance(pairs[section][1], SequenceNode):
                 continue
             nodes = pairs[section][1].value
@@ -1037,7 +1065,7 @@ def _load(source: str, path: str) -> ast.RuleFile:
                 made = maker(node)
                 if not isinstance(made, ast.Disable):
                     made = _extend_over_comments(src, made, node, comments, limit)
-                (schedules if section == "schedules" else items).append(made)
+                {"schedules": schedules, "slas": slas}.get(section, items).append(made)
                 placed.append(made)
         if isinstance(pairs.get("routing", (None, None))[1], MappingNode):
             made = build.routing(*pairs["routing"])
@@ -1045,7 +1073,7 @@ def _load(source: str, path: str) -> ast.RuleFile:
             placed.append(made)
     placed.sort(key=lambda it: (it.span.line, it.span.column))
     rf = ast.RuleFile(path, tuple(items), tuple(schedules), source=source,
-                      ignores=ignore_markers(source, comments), form="yaml")
+                      ignores=ignore_markers(source, comments), form="yaml", slas=tuple(slas))
     return attach_comments(rf, placed, comments)
 
 
@@ -1254,6 +1282,25 @@ def _routing_lines(out: list, r: ast.Routing) -> None:
     _comment_lines(out, r.end_comments, 2)
 
 
+def _sla_lines(out: list, p: ast.Sla) -> None:
+    said = dict(p.clause_comments)
+    out.append(f"  - id: {_scalar(p.id)}")
+    if p.title is not None:
+        out.append(f"    title: {_scalar(p.title)}")
+    if p.when is not None:
+        _comment_lines(out, said.pop("when", ()), 4)
+        out.append(f"    when: {_scalar(_condition_text(p.when))}")
+    if p.within is not None:
+        _comment_lines(out, said.pop("within", ()), 4)
+        out.append(f"    within: {_scalar(p.within)}")
+    for lines in said.values():
+        _comment_lines(out, lines, 4)
+    for line in p.lines:
+        _comment_lines(out, line.comments, 4)
+        out.append(f"    {line.name}: {line.duration.text}")
+    _comment_lines(out, p.end_comments, 4)
+
+
 def dump_yaml(rf: ast.RuleFile) -> str:
     """The canonical YAML text of a RuleFile, from either form: `rules:` in item order,
     then `schedules:`, every comment on its own line before its node (the comments of a
@@ -1263,7 +1310,8 @@ def dump_yaml(rf: ast.RuleFile) -> str:
     out: list[str] = []
     rules = tuple(i for i in rf.items if not isinstance(i, ast.Routing))
     routings = tuple(i for i in rf.items if isinstance(i, ast.Routing))
-    for key, nodes, write in (("rules", rules, _rule_lines), ("schedules", rf.schedules, _schedule_lines)):
+    for key, nodes, write in (("rules", rules, _rule_lines), ("schedules", rf.schedules, _schedule_lines),
+                              ("slas", rf.slas, _sla_lines)):
         if not nodes:
             continue
         head = list(nodes[0].comments)

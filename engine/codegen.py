@@ -13,8 +13,11 @@ that generated name, so a rule cannot inject code.
 """
 from __future__ import annotations
 
+import functools
+
 from dsl import ast
 from dsl import vocabulary as V
+from dsl.schedule import business_deadline
 
 from . import conditions as ref
 from .context import getter
@@ -28,6 +31,10 @@ _OPTIONAL_ATTRS = {"message.id", "message.author", "message.author_id", "message
                    "message.via", "event.type", "event.actor", "event.rule", "agent.id", "agent.name",
                    "agent.status"}
 _CUSTOMER_ATTRS = {"customer.id", "customer.name", "customer.email", "customer.online", "customer.language"}
+
+
+def _business_due(sched, seconds, since):
+    return business_deadline(sched, since, seconds)
 
 
 class _Gen:
@@ -96,6 +103,10 @@ class _Gen:
         if n.name == "in_schedule":
             sched = self.schedules[n.args[0].value]
             return f"{self.const(sched.contains)}(ctx.now)"
+        if n.name in V.SLA_STATES:
+            from . import sla
+
+            return f"{self.const(sla.STATE_TESTS[n.name])}(ctx, {self.const(n.args[0].value)})"
         fn = {"lower": ref._lower, "len": ref._len, "hour": ref._hour, "weekday": ref._weekday}[n.name]
         return f"{self.const(fn)}(" + ", ".join(self.value(a) for a in n.args) + ")"
 
@@ -119,6 +130,10 @@ class _Gen:
                 inner = inner.expr
             s = self.tmp()
             since = self.const(STATE_FUNCS[inner.name])
+            if n.within is not None:
+                due, d = self.const(functools.partial(_business_due, self.schedules[n.within], n.duration.seconds)), self.tmp()
+                return (f"(({s} := {since}(ch)) is not None and ({d} := {due}({s})) is not None"
+                        f" and ctx.now >= {d})")
             return f"(({s} := {since}(ch)) is not None and ctx.now - {s} >= {n.duration.seconds!r})"
         if isinstance(n, ast.Compare):
             return self.compare(n)

@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 import regex
 
 from dsl import ast
-from dsl.vocabulary import UPDATE_EVENT, change_key
+from dsl.schedule import business_deadline
+from dsl.vocabulary import SLA_STATES, UPDATE_EVENT, change_key
 
 from .context import getter
 from .states import STATE_FUNCS
@@ -136,6 +137,11 @@ def _compile_call(node: ast.Call, schedules):
     if node.name == "in_schedule":
         sched = schedules[node.args[0].value]
         return lambda ctx: sched.contains(ctx.now)
+    if node.name in SLA_STATES:
+        from . import sla
+
+        test, target = sla.STATE_TESTS[node.name], node.args[0].value
+        return lambda ctx: test(ctx, target)
     args = [compile_value(a, schedules) for a in node.args]
     if node.name == "lower":
         (a,) = args
@@ -170,7 +176,7 @@ def compile_condition(node, schedules):
         inner = compile_condition(node.operand, schedules)
         return lambda ctx: not inner(ctx)
     if isinstance(node, ast.For):
-        return _compile_for(node)
+        return _compile_for(node, schedules)
     if isinstance(node, ast.Changed):
         return _compile_changed(node, schedules)
     if isinstance(node, ast.IsNone):
@@ -187,12 +193,22 @@ def compile_condition(node, schedules):
     return lambda ctx: v(ctx) is True
 
 
-def _compile_for(node: ast.For):
+def _compile_for(node: ast.For, schedules):
     inner = node.operand
     while isinstance(inner, ast.Paren):
         inner = inner.expr
     since = STATE_FUNCS[inner.name]
     seconds = node.duration.seconds
+    if node.within is not None:
+        sched = schedules[node.within]
+
+        def held_within(ctx):
+            s = since(ctx.chat)
+            if s is None:
+                return False
+            due = business_deadline(sched, s, seconds)
+            return due is not None and ctx.now >= due
+        return held_within
 
     def held(ctx):
         s = since(ctx.chat)
@@ -276,7 +292,8 @@ def explain(node, ctx, schedules) -> list:
             while isinstance(r, ast.Paren):
                 r = r.expr
             since = STATE_FUNCS[r.name](ctx.chat)
-            out.append((depth + 1, f"{r.name} {_held(since, ctx.now, inner.duration)}", since is not None))
+            sched = schedules.get(inner.within) if inner.within is not None else None
+            out.append((depth + 1, f"{r.name} {_held(since, ctx.now, inner.duration, sched)}", since is not None))
         elif isinstance(inner, ast.Compare):
             for side in (inner.left, inner.right):
                 if isinstance(side, (ast.Ref, ast.Call)):
@@ -287,6 +304,8 @@ def explain(node, ctx, schedules) -> list:
             out.append((depth + 1, text, fn(ctx)))
         elif isinstance(inner, ast.Changed):
             out.append((depth + 1, "changes", _shown_changes(changes_of(ctx))))
+        if isinstance(inner, ast.Call) and inner.name in SLA_STATES:
+            out.append((depth + 1, "sla", _shown_sla(ctx, inner.args[0].value)))
 
     walk(node, 0)
     return out
@@ -323,7 +342,21 @@ def _is_operand(n) -> bool:
     return isinstance(n, (ast.Literal, ast.Duration, ast.ListLit, ast.Regex))
 
 
-def _held(since, now, duration) -> str:
+def _held(since, now, duration, sched=None) -> str:
     if since is None:
         return "is false"
+    if sched is not None:
+        from dsl.schedule import business_seconds
+
+        return f"has held {business_seconds(sched, since, now):g}s of {duration.text} within {sched.id}"
     return f"has held {now - since:g}s of {duration.text}"
+
+
+def _shown_sla(ctx, target: str) -> dict | None:
+    # the chat's policy and the target's cycle, as the trace shows a value
+    from . import sla
+
+    c = sla.clock(ctx, target)
+    if c is None:
+        return {"policy": sla.policy_id(ctx), "target": target, "state": "none"}
+    return c.as_dict(ctx.now)

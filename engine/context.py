@@ -90,6 +90,7 @@ FACT_GETTERS = {
     "chat.created_at": _chat("created_at"),
     "chat.last_activity_at": _chat("last_activity_at"),
     "chat.message_count": lambda ctx: len(ctx.chat.messages),
+    "chat.sla_policy": lambda ctx: _sla().policy_id(ctx),
     "customer.id": _customer("id"),
     "customer.name": _customer("name"),
     "customer.email": _customer("email"),
@@ -119,6 +120,12 @@ FACT_GETTERS = {
 
 assert set(FACT_GETTERS) == set(V.FACTS), set(V.FACTS) ^ set(FACT_GETTERS)
 assert set(STATE_FUNCS) == set(V.STATES), set(V.STATES) ^ set(STATE_FUNCS)
+
+
+def _sla():
+    from . import sla  # engine.sla compiles conditions, which read facts through this module
+
+    return sla
 
 
 def field_getter(name: str):

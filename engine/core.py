@@ -18,10 +18,11 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
-from dsl.schedule import next_hour, next_midnight
+from dsl.schedule import business_deadline, next_hour, next_midnight
 from dsl.vocabulary import UPDATE_EVENT
 
 from . import commands as C
+from . import sla
 from .actions import Stop, run_action
 from .codegen import compile_condition
 from .conditions import explain
@@ -135,7 +136,8 @@ class Engine:
         self.rules = _compiled_rules(ruleset)
         self._by_id = {r.id: r for r in self.rules}
         self._plans: dict[str, list] = {}
-        self._timed = [r for r in self.rules if r.rule.on is None and (r.rule.temporals or r.wakers)]
+        self._timed = [r for r in self.rules if r.rule.on is None
+                       and (r.rule.temporals or r.wakers or r.rule.sla_states)]
         self._state_plan = [r for r in self.rules if r.rule.on is None]
         for key in [k for k in self.timers if k[1] not in self._by_id]:
             due = self.timers.pop(key)
@@ -352,13 +354,26 @@ class Engine:
             return
         anchors: dict = {}  # each state's anchor, computed once for all rules here
         tracing, timers = self.tracing, self.timers
+        sla_ctx = None
         for r in self._timed:
             due = None
-            for state, seconds in r.rule.temporals:
+            for temporal in r.rule.temporals:
+                state, seconds = temporal[0], temporal[1]
                 since = anchors[state] if state in anchors else anchors.setdefault(state, STATE_FUNCS[state](chat))
-                if since is not None and since + seconds > now:
+                if since is None:
+                    continue
+                if len(temporal) > 2:  # `within "schedule"`: the instant that much business time has passed
+                    t = business_deadline(self.ruleset.schedules[temporal[2]], since, seconds)
+                else:
                     t = since + seconds
+                if t is not None and t > now:
                     due = t if due is None or t < due else due
+            if r.rule.sla_states:
+                if sla_ctx is None:
+                    sla_ctx = Context(self.world, chat, None, now, self.ruleset)
+                t = sla.next_change(sla_ctx, r.rule.sla_states)
+                if t is not None and (due is None or t < due):
+                    due = t
             for waker in r.wakers:
                 t = waker(now)
                 if t > now and (due is None or t < due):

@@ -496,6 +496,12 @@ def _check(engine: Engine, world: World, exp: Expect, t0: float, result: TestRes
                 fail(f"chat {chat_id}", "a chat", "no such chat")
                 continue
             for key, want in (fields or {}).items():
+                if key == "sla":
+                    got = _sla_view(engine, world, chat, t0 + exp.end)
+                    sub = {k: got.get(k) for k in (want or {})}
+                    if sub != dict(want or {}):
+                        fail(f"chat {chat_id}.sla", dict(want or {}), got)
+                    continue
                 got = _chat_value(chat, key)
                 if got is _MISSING:
                     fail(f"chat {chat_id}.{key}", "a chat field", "no such field")
@@ -513,6 +519,21 @@ def _check(engine: Engine, world: World, exp: Expect, t0: float, result: TestRes
 _MISSING = object()
 CHAT_FIELDS = ("id", "channel", "page_url", "status", "assignee", "department", "subscribers", "tags",
                "priority", "locked_by", "language", "fields", "message_count")
+
+
+def _sla_view(engine, world, chat, at) -> dict:
+    """``{policy, TARGET: achieved|breached|due_soon|running}`` of the chat at ``at``: what a
+    scenario's ``chat: {C: {sla: …}}`` compares (the targets asked about; ``none`` when a
+    target has no cycle or the policy does not set it)."""
+    from . import sla
+    from .context import Context
+
+    ctx = Context(world, chat, None, at, engine.ruleset)
+    out = {"policy": sla.policy_id(ctx)}
+    for target in ("first_response", "next_response", "resolution"):
+        c = sla.clock(ctx, target)
+        out[target] = "none" if c is None else c.as_dict(at)["state"]
+    return out
 
 
 def _chat_value(chat, key):

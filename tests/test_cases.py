@@ -20,7 +20,7 @@ and what is expected, any of:
     :func:`shape`), ``on``, ``priority``, ``title``, ``temporals`` (``[[state, seconds]]``),
     ``schedules``, ``clock``, ``actions`` (each action's shape), ``overrides``, ``is_default``;
     ``routing`` the compiled routing block (``backlog``, ``max_idle`` and ``window`` in
-    seconds, ``limit``, ``capacity``).
+    seconds, ``limit``, ``capacity``); ``sla_states`` (``[[state, target]]``).
 ``error``
     one error ``{code, line, column}`` (optionally ``path``, ``message`` and ``hint`` as
     substrings), or a list of them: exactly the errors ``chatflow check`` reports, in
@@ -53,7 +53,7 @@ CASES = Path(__file__).resolve().parent / "cases"
 CASE_KEYS = {"name", "source", "files", "paths", "defaults", "expect", "error", "lint", "xfail"}
 EXPECT_KEYS = {"rules", "summary", "routing"}
 DIAG_KEYS = {"code", "line", "column", "path", "message", "hint"}
-SUMMARY_FIELDS = {"when", "on", "priority", "title", "temporals", "schedules", "clock", "actions",
+SUMMARY_FIELDS = {"when", "on", "priority", "title", "temporals", "schedules", "clock", "actions", "sla_states",
                   "overrides", "is_default"}
 
 
@@ -111,7 +111,8 @@ def shape(node) -> str:
             return f"({shape(node.fact)} changed to {shape(node.new)})"
         return f"({shape(node.fact)} changed from {shape(node.old)} to {shape(node.new)})"
     if isinstance(node, ast.For):
-        return f"For({shape(node.operand)}, {node.duration.seconds}s)"
+        within = f" within {json.dumps(node.within)}" if node.within is not None else ""
+        return f"For({shape(node.operand)}, {node.duration.seconds}s{within})"
     if isinstance(node, ast.Not):
         return f"Not({shape(node.operand)})"
     if isinstance(node, ast.And):
@@ -162,6 +163,7 @@ def rule_summary(rule) -> dict:
         "temporals": sorted(list(t) for t in rule.temporals),
         "schedules": sorted(rule.schedules),
         "clock": rule.clock,
+        "sla_states": sorted(list(t) for t in rule.sla_states),
         "actions": [action_shape(a) for a in rule.actions],
         "overrides": rule.overrides,
         "is_default": rule.is_default,

@@ -147,3 +147,45 @@ def test_rule_text_never_enters_the_generated_source():
     cond = ast.Compare("==", ast.Ref("chat.page_url"), ast.Literal(evil, "str"))
     fn = codegen.compile_condition(cond, {})
     assert evil not in fn.source and "import" not in fn.source
+
+
+# ---------------------------------------------------------------- SLA states and business time
+
+_SLA_SET = None
+
+
+def _sla_ruleset():
+    """Policies with short targets (the generated chats live in the first 2000 s of 1970,
+    a Thursday night: `within "h"` moves their due times to 09:00)."""
+    global _SLA_SET
+    if _SLA_SET is None:
+        from dsl.loader import load_rule_set
+
+        _SLA_SET = load_rule_set([], defaults=False, texts={"sla.rules": '''
+            schedule h { mon-fri 09:00-18:00 }
+            sla vip { when chat.priority >= 3 first_response 20s next_response 30s resolution 500s due_soon 10s }
+            sla mail { when chat.channel == "email" within "h" first_response 1h due_soon 30m }
+        '''}).ruleset
+    return _SLA_SET
+
+
+sla_atoms = st.one_of(
+    st.builds(lambda name, target: ast.Call(name, (lit(target),)),
+              st.sampled_from(["chat.sla_breached", "chat.sla_due_soon"]),
+              st.sampled_from(["first_response", "next_response", "resolution"])),
+    st.builds(lambda s, secs: ast.For(ast.Ref(s), ast.Duration(secs, f"{secs}s"), within="h"),
+              st.sampled_from(STATES), st.integers(1, 40000)),
+    atoms,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.recursive(sla_atoms, lambda inner: st.one_of(
+    st.builds(lambda xs: ast.And(tuple(xs)), st.lists(inner, min_size=2, max_size=3)),
+    st.builds(ast.Not, inner)), max_leaves=5), contexts(), st.sampled_from([100.0, 400.0, 40000.0]))
+def test_sla_states_and_business_time_agree_with_the_reference(cond, ctx, now):
+    ruleset = _sla_ruleset()
+    ctx = Context(ctx.world, ctx.chat, ctx.event, now, ruleset)
+    got = codegen.compile_condition(cond, ruleset.schedules)(ctx)
+    want = conditions.compile_condition(cond, ruleset.schedules)(ctx)
+    assert got == want, codegen.compile_condition(cond, ruleset.schedules).source

@@ -170,6 +170,20 @@ routing {   # after the brace
 }
 rule r { on chat.created then set department "sales" }
 ''',
+    "SLA policies and business time": '''
+# targets
+sla vip "VIP"{# after the head
+  # before when
+  when chat.priority>=3   # after when
+  first_response 5m  # after a target
+  within "h" resolution 1d
+  due_soon 1m
+  # at the end
+}
+rule r { when chat.awaiting_agent for 2h within "h" and chat.sla_breached("resolution") then stop }
+sla rest { first_response 1h }  # after rest
+schedule h { mon-fri 09:00-18:00 }
+''',
 }
 
 CASES = [pytest.param(p.read_text(), id=p.name) for p in SHIPPED] + [
@@ -671,3 +685,18 @@ rule r {
   then set department "sales"
 }
 '''
+
+
+def test_sla_policies_print_canonically():
+    text = format_source('sla p "P" { due_soon 2m resolution 1d within "h" when chat.priority > 2 first_response 1h }')
+    assert text == (
+        'sla p "P" {\n'
+        '  due_soon 2m\n'
+        '  resolution 1d\n'
+        '  within "h"\n'
+        '  when chat.priority > 2\n'
+        '  first_response 1h\n'
+        '}\n'
+    )
+    assert format_source('rule r { when chat.idle for 90m within "h" then stop }') == (
+        'rule r {\n  when chat.idle for 90m within "h"\n  then stop\n}\n')

@@ -133,3 +133,30 @@ def test_dry_run_shows_the_backlog_and_what_it_gave(capsys):
     assert "+3m      backlog s1 may take waiting chats after agent.status_changed: c1, c2\n" in out
     assert "+20m     backlog s1 may take waiting chats after chat.updated: c3\n" in out
     assert "+20m     event   chat.updated c3 actor=system changes: assignee none → \"s1\"\n" in out
+
+
+def test_dry_run_shows_sla_clocks_and_business_time(capsys):
+    from pathlib import Path
+    import json
+
+    path = str(Path(__file__).resolve().parent / "scenarios" / "semantics_sla.yaml")
+    name = "nobody answers; due soon at 10m, breached at exactly 15m"
+    assert main(["dry-run", path, "--test", name]) == 0
+    out = capsys.readouterr().out
+    assert ("                chat.sla_due_soon(\"first_response\") = false\n"
+            "                  sla = policy standard: first_response running since +0s, due +15m (due soon from +10m)\n"
+            ) in out
+    assert "+0s      timer   armed first_response_breached for c1, due +15m\n" in out
+    assert ("          ✓ fired     first_response_breached [state rule]\n"
+            "                chat.sla_breached(\"first_response\") = true\n"
+            "                  sla = policy standard: first_response breached since +0s, due +15m (due soon from +10m)\n"
+            ) in out
+    assert ("                chat.awaiting_agent for 2h within \"support_hours\" = false\n"
+            "                  chat.awaiting_agent has held 900s of 2h within support_hours = true\n") in out
+    assert main(["dry-run", path, "--test", name, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    slas = [w for e in _walk(doc) if isinstance(e.get("why"), list) for w in e["why"]
+            if isinstance(w, dict) and w.get("condition") == "sla"]
+    breached = [w["value"] for w in slas if w["value"].get("state") == "breached"]
+    assert breached and {"policy": "standard", "target": "first_response", "state": "breached",
+                         "due": 1767604500.0}.items() <= breached[0].items()

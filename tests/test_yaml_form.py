@@ -341,8 +341,8 @@ ERRORS = [
     ("empty when", "rules:\n  - id: a\n    when: ''\n    then: []\n", "schema_error", 3, 11, "`when` is empty"),
     ("tab", "rules:\n\t- id: a\n", "yaml_error", 2, 1, "a tab in YAML indentation"),
     ("duplicate key", "rules:\n  - id: a\n    id: b\n    then: []\n", "schema_error", 3, 5, "duplicate key `id`"),
-    ("list at top", "- a\n- b\n", "schema_error", 1, 1, "a rule file is a mapping with `rules:`, `schedules:` and `routing:`"),
-    ("text at top", "hello\n", "schema_error", 1, 1, "a rule file is a mapping with `rules:`, `schedules:` and `routing:`"),
+    ("list at top", "- a\n- b\n", "schema_error", 1, 1, "a rule file is a mapping with `rules:`, `schedules:`, `slas:` and `routing:`"),
+    ("text at top", "hello\n", "schema_error", 1, 1, "a rule file is a mapping with `rules:`, `schedules:`, `slas:` and `routing:`"),
     ("missing then", "rules:\n  - id: a\n", "schema_error", 2, 5, "rule needs `then`"),
     ("bad rule id", "rules:\n  - id: my-rule\n    then: []\n", "schema_error", 2, 9,
      "`my-rule`: a rule id is a name of letters, digits and `_` that does not start with a digit"),
@@ -699,3 +699,27 @@ routing:
     assert back == rf
     assert dump_yaml(back) == text
     assert load_yaml("routing: {backlog: true}\n", "b.yaml").items[0].lines[0].idle is None
+
+
+def test_sla_policies_round_trip_and_load_the_same():
+    path = Path(__file__).resolve().parent / "scenarios" / "rules" / "sla.rules"
+    rf = parse_file(path)
+    assert rf.slas and any(line.name == "due_soon" for p in rf.slas for line in p.lines)
+    once = dump_yaml(rf)
+    assert "slas:\n  - id: vip\n    title: Priority 3 and up, around the clock\n    when: chat.priority >= 3\n" in once
+    assert "    within: support_hours\n    first_response: 2h\n" in once
+    back = load_yaml(once, rf.path)
+    assert back == rf
+    assert dump_yaml(back) == once
+
+
+def test_sla_policy_errors_are_located_in_yaml():
+    for text, code, line, column in (
+        ("slas:\n  - id: p\n    when: chat.priority > 1\n", "bad_sla", 2, 9),
+        ("slas:\n  - id: p\n    first_response: 0s\n", "bad_duration", 3, 21),
+        ("slas:\n  - id: p\n    first_response: 1m1h\n", "schema_error", 3, 21),
+        ("slas:\n  - id: p\n    resolutoin: 1h\n", "schema_error", 3, 5),
+        ("slas:\n  - id: p\n    first_response: 1h\n    when: 'chat.priority >'\n", "syntax_error", 4, 27),
+    ):
+        d = error_of(text)
+        assert (d.code, d.span.line, d.span.column) == (code, line, column), (text, d)

@@ -13,6 +13,8 @@ export const TEMPLATE_LABELS = {
   mention: "You were mentioned",
   unread_messages: "Unread customer messages",
   unattended: "Customer waiting",
+  sla_due_soon: "SLA target due soon",
+  sla_breached: "SLA target missed",
   notification: "Notification",
 };
 
