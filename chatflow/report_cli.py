@@ -14,7 +14,7 @@ FORMATS = ("table", "json", "csv")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="analytics of a period: chats, response times, agents, rules",
+    p = sub.add_parser("report", help="analytics of a period: chats, response times, agents, SLA, rules",
                        description="Print the analytics of a period, read from the service's database.")
     p.add_argument("--from", dest="start", metavar="DATE", help="start (ISO date or date-time, UTC unless a zone "
                    "is given; default: 7 days before --to)")
@@ -68,7 +68,9 @@ def cmd_report(args) -> int:
             message = e.message.removeprefix(f"{name}: ")
             print(f"chatflow report: --{name.replace('_', '-')}: {message}", file=sys.stderr)
             return 2
-        data = build_report(_Runtime(db), q, ("overview", "agents", "rules"), _rule_ids(db))
+        runtime = _Runtime(db)
+        data = build_report(runtime, q, ("overview", "agents", "rules", "sla"),
+                            [r.id for r in runtime.ruleset().rules] if runtime.ruleset() is not None else [])
     finally:
         db.dispose()
     out = {"json": render_json, "csv": render_csv, "table": render_table}[args.format](data)
@@ -77,14 +79,21 @@ def cmd_report(args) -> int:
 
 
 class _Runtime:
-    """What build_report reads of a runtime: its database."""
+    """What build_report reads of a runtime: its database and the active rule set (its
+    rules are listed even when they never ran; its SLA policies give the SLA figures)."""
 
     def __init__(self, db):
         self.db = db
+        self._ruleset = False
+
+    def ruleset(self):
+        if self._ruleset is False:
+            self._ruleset = _active_ruleset(self.db)
+        return self._ruleset
 
 
-def _rule_ids(db) -> list[str]:
-    """The ids of the active rule set's rules (listed even when they never ran)."""
+def _active_ruleset(db):
+    """The active compiled rule set, or None when none is stored."""
     from sqlalchemy import select
 
     from dsl.loader import load_rule_set
@@ -93,9 +102,8 @@ def _rule_ids(db) -> list[str]:
     with db.connect() as conn:
         row = conn.execute(select(S.rulesets).where(S.rulesets.c.active.is_(True))).mappings().first()
     if row is None:
-        return []
-    loaded = load_rule_set([], defaults=row["defaults"], texts=row["files"])
-    return [r.id for r in loaded.ruleset.rules] if loaded.ruleset is not None else []
+        return None
+    return load_rule_set([], defaults=row["defaults"], texts=row["files"]).ruleset
 
 
 # ------------------------------------------------------------------ output
@@ -163,6 +171,12 @@ def render_table(data) -> str:
         [a["agent"], f"{a['chats_handled']:,}", f"{a['replies']:,}", f"{a['notes']:,}",
          duration(a["response_time_median"]), f"{a['joins']:,}", duration(a["time_to_join"]["median"]),
          duration(a["time_to_join"]["p90"])] for a in data["agents"]])
+    if data.get("sla"):
+        lines += ["", "SLA"]
+        lines += _table(["policy", "target", "achieved", "breached", "achieved %"], [
+            [p["policy"] + (f" (within {p['within']})" if p["within"] else ""), target, f"{t['achieved']:,}",
+             f"{t['breached']:,}", "-" if t["achieved_rate"] is None else f"{100 * t['achieved_rate']:.0f}%"]
+            for p in data["sla"] for target, t in p["targets"].items()], right={2, 3, 4})
     lines += ["", "Rules"]
     lines += _table(["rule", "evaluated", "fired", "effects", "last fired"], [
         [r["rule"], f"{r['evaluated']:,}", f"{r['fired']:,}", f"{r['effects']:,}",
@@ -194,6 +208,10 @@ def csv_rows(data):
     for r in data["rules"]:
         for k in ("evaluated", "fired", "effects", "last_fired"):
             yield "rule", r["rule"], k, r[k]
+    for p in data.get("sla") or ():
+        for target, t in p["targets"].items():
+            for k in ("achieved", "breached", "achieved_rate"):
+                yield "sla", f"{p['policy']}/{target}", k, t[k]
 
 
 def render_csv(data) -> str:

@@ -95,44 +95,41 @@ def policy_id(ctx) -> str | None:
     return None if p is None else p.id
 
 
-def cycle(chat, target: str) -> tuple | None:
-    """(start, end or None) of the target's current cycle in the chat, None before one starts."""
+TARGETS = ("first_response", "next_response", "resolution")
+
+
+def cycles(chat, target: str) -> list:
+    """Every cycle of the target the chat's history shows, oldest first, as (start, end or
+    None): one ``first_response``; each ``next_response``; the current ``resolution``
+    episode (earlier ones ended in closes the chat no longer records)."""
     if target == "resolution":
         start = chat.opened_at if chat.opened_at else chat.created_at
         end = chat.closed_at if chat.status == "closed" and chat.closed_at is not None else None
-        return start, end
-    first = start = end = None
-    answered = False  # an agent replied since the cycle's start
-    later = False  # the current cycle is a next response's
+        return [(start, end)]
+    out = []  # [start, end] of each cycle
+    answered = False  # an agent replied since the current cycle's start
     for m in chat.messages:
         if not m.public or m.author not in ("customer", "agent"):
             continue
         if m.author == "customer":
-            if first is None:
-                first, start, end, answered = m.at, m.at, None, False
-            elif answered and target == "next_response":
-                start, end, answered, later = m.at, None, False, True
-            elif answered and target == "first_response":
-                break  # only the first cycle counts
-        elif start is not None and not answered:
-            end, answered = m.at, True
-    if target == "first_response":
-        return None if first is None else (first, end)
-    if not later:  # no customer message after the first response yet
-        return None
-    return start, end
+            if not out or answered:
+                if out and target == "first_response":
+                    break  # only the first cycle counts
+                out.append([m.at, None])
+                answered = False
+        elif out and not answered:
+            out[-1][1], answered = m.at, True
+    spans = [tuple(c) for c in out]
+    return spans[:1] if target == "first_response" else spans[1:]
 
 
-def clock(ctx, target: str, policy=None) -> SlaClock | None:
-    """The target's clock for the chat at ``ctx`` (its policy unless ``policy`` is given),
-    None when no policy applies, it sets no such target, or no cycle has started."""
-    policy = policy if policy is not None else policy_of(ctx)
-    if policy is None or target not in policy.targets:
-        return None
-    span = cycle(ctx.chat, target)
-    if span is None:
-        return None
-    start, end = span
+def cycle(chat, target: str) -> tuple | None:
+    """(start, end or None) of the target's current cycle in the chat, None before one starts."""
+    spans = cycles(chat, target)
+    return spans[-1] if spans else None
+
+
+def _clock(ctx, policy, target: str, start: float, end) -> SlaClock:
     seconds = policy.targets[target]
     warn = None
     if policy.within is not None:
@@ -145,6 +142,25 @@ def clock(ctx, target: str, policy=None) -> SlaClock | None:
         if policy.due_soon is not None:
             warn = start + max(seconds - policy.due_soon, 0)
     return SlaClock(policy.id, target, start, end, due, warn)
+
+
+def clocks_of(ctx, target: str, policy) -> list:
+    """A clock for every cycle of the target under ``policy`` (analytics counts them all)."""
+    if target not in policy.targets:
+        return []
+    return [_clock(ctx, policy, target, start, end) for start, end in cycles(ctx.chat, target)]
+
+
+def clock(ctx, target: str, policy=None) -> SlaClock | None:
+    """The target's clock for the chat at ``ctx`` (its policy unless ``policy`` is given),
+    None when no policy applies, it sets no such target, or no cycle has started."""
+    policy = policy if policy is not None else policy_of(ctx)
+    if policy is None or target not in policy.targets:
+        return None
+    span = cycle(ctx.chat, target)
+    if span is None:
+        return None
+    return _clock(ctx, policy, target, *span)
 
 
 def breached(ctx, target: str) -> bool:

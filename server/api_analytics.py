@@ -1,6 +1,7 @@
 """The analytics API (admin): ``GET /api/analytics/report`` (everything), ``/overview``,
-``/agents``, ``/rules`` and ``/daily`` (the chats started, answered and closed per UTC
-day, for the analytics page's chart), each for a period and optional chat filters given
+``/agents``, ``/rules``, ``/daily`` (the chats started, answered and closed per UTC
+day, for the analytics page's chart) and ``/sla`` (per SLA policy and target, cycles
+achieved and breached), each for a period and optional chat filters given
 as query parameters. What each figure means is in the README ("Analytics")."""
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from dsl.vocabulary import CHANNELS
 
-from . import analytics, analytics_daily
+from . import analytics, analytics_daily, analytics_sla
 from . import store as S
 from .http import ApiError, require_admin
 
@@ -98,6 +99,8 @@ def build_report(runtime, q: analytics.Query, parts, rule_ids=()) -> dict:
     out.update(analytics.report(runtime.db, q, parts=parts, rule_ids=rule_ids))
     if "daily" in parts:
         out["daily"] = analytics_daily.daily(runtime.db, q)
+    if "sla" in parts:
+        out["sla"] = analytics_sla.sla_figures(runtime.db, q, runtime.ruleset())
     return out
 
 
@@ -111,7 +114,7 @@ def _answer(parts):
 
 @bp.get("/report")
 def report():
-    return _answer(("overview", "agents", "rules"))
+    return _answer(("overview", "agents", "rules", "sla"))
 
 
 @bp.get("/overview")
@@ -132,3 +135,8 @@ def rules():
 @bp.get("/daily")
 def daily():
     return _answer(("daily",))
+
+
+@bp.get("/sla")
+def sla():
+    return _answer(("sla",))

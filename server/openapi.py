@@ -55,6 +55,7 @@ ROUTES = [
     ("get", "/api/analytics/agents", "Per agent: chats handled, replies, notes, time to join", None, ADMIN),
     ("get", "/api/analytics/rules", "Per rule: times evaluated, fired, effects, last fired", None, ADMIN),
     ("get", "/api/analytics/daily", "Chats started, answered and closed per UTC day", None, ADMIN),
+    ("get", "/api/analytics/sla", "Per SLA policy and target: cycles achieved and breached in the period", None, ADMIN),
 ]
 
 # routes that are pages, not API operations (server/pages.py, Flask's static files)

@@ -140,3 +140,44 @@ def test_bad_format_is_a_usage_error(capsys, data_dir):
 def test_durations_read_as_people_write_them():
     assert [duration(x) for x in (None, 0, 42.4, 65, 3599, 3600, 7380, 86400 + 4 * 3600)] == \
         ["-", "0s", "42s", "1m 05s", "59m 59s", "1h 00m", "2h 03m", "1d 04h"]
+
+
+def test_sla_figures_in_every_format(capsys, tmp_path):
+    """With SLA policies in the active rule set, the table has an SLA section and JSON and
+    CSV the same figures; without (the other tests), there is no such section."""
+    db = S.make_db(f"sqlite:///{tmp_path / 'chatflow.db'}")
+    now = [T0]
+    rt = Runtime(db, clock=lambda: now[0])
+    rt.store_ruleset({"sla.rules": 'schedule h { mon-fri 09:00-18:00 }\n'
+                                   'sla standard { within "h" first_response 15m next_response 1h }\n'},
+                     defaults=True, activate=True, by=None)
+    with db.begin() as conn:
+        conn.execute(S.agents.insert().values(id="alice", departments=[], access_chats=True, status="online",
+                                              is_admin=False, reply_shortcut="enter"))
+    rt.start_chat("c1", None, customer={"id": "u1"}, text="Hi")
+    rt.start_chat("c2", None, customer={"id": "u2"}, text="Anyone?")
+    now[0] = T0 + 5 * MIN
+    rt.command("join", "c1", agent="alice")
+    rt.command("reply", "c1", agent="alice", text="Hello")
+    now[0] = T0 + 90 * MIN
+    rt.run_due(now[0])
+    db.dispose()
+    args = ("--data-dir", str(tmp_path), "--from", "2026-03-02", "--to", "2026-03-02")
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[lines.index("SLA"):lines.index("SLA") + 5] == [
+        "SLA",
+        "  policy               target          achieved  breached  achieved %",
+        "  -------------------  --------------  --------  --------  ----------",
+        "  standard (within h)  first_response         1         1         50%",
+        "  standard (within h)  next_response          0         0           -",
+    ]
+    code, out, _ = run(capsys, *args, "--format", "json")
+    assert json.loads(out)["sla"] == [{"policy": "standard", "title": None, "within": "h", "targets": {
+        "first_response": {"achieved": 1, "breached": 1, "achieved_rate": 0.5},
+        "next_response": {"achieved": 0, "breached": 0, "achieved_rate": None}}}]
+    code, out, _ = run(capsys, *args, "--format", "csv")
+    table = {(s, subj, fig): v for s, subj, fig, v in list(csv.reader(io.StringIO(out)))[1:]}
+    assert table[("sla", "standard/first_response", "breached")] == "1"
+    assert table[("sla", "standard/next_response", "achieved_rate")] == ""
