@@ -166,6 +166,7 @@ class Action:
       subscribe: target | unsubscribe: target (agent)
       notify: target, except_, template, message
       email: target (customer), template
+      webhook: webhook (the name of an endpoint the server's settings declare)
       reply: text | reply_article: article | note: text
       tag, untag: tag | set_priority: priority | set_field: field_name, value
       set_department: department
@@ -186,6 +187,7 @@ class Action:
     priority: int | None = None
     field_name: str | None = None
     value: object = None  # an Expr for set_field
+    webhook: str | None = None
     # option order as written (notify's options come in any order); fmt keeps it
     order: tuple = field(default=(), compare=False, repr=False)
     comments: tuple = _comments()

@@ -10,6 +10,7 @@ Every problem is collected as a located Diagnostic (not only the first one), so
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -324,6 +325,9 @@ class _Compiler:
                 check_expr(action.value, scope)
         if kind == "set_department" and not action.department.strip():
             self.report(action.span, "bad_value", "`set department` needs a non-empty department")
+        if kind == "webhook" and not re.fullmatch(V.WEBHOOK_NAME, action.webhook):
+            self.report(action.span, "bad_value", f"`webhook` needs the name of a declared webhook, got {action.webhook!r}",
+                        "a name of letters, digits, `_`, `.` and `-`, as the server's WEBHOOKS setting declares it")
         if kind in ("tag", "untag") and not action.tag.strip():
             self.report(action.span, "bad_value", f"`{kind}` needs a non-empty tag")
         for text in (action.text, action.message):

@@ -207,6 +207,8 @@ def format_action(a: ast.Action) -> str:
                                                       "agent", "department"))] + _notify_options(a))
     if k == "email":
         return f"email customer template {quote(a.template)}"
+    if k == "webhook":
+        return f"webhook {quote(a.webhook)}"
     if k in ("reply", "note"):
         return f"{k} {quote(a.text)}"
     if k == "reply_article":

@@ -390,6 +390,9 @@ class _Build:
     def email(self, meta, c):
         return ast.Action("email", self.sp(meta), target=ast.Target("customer"), template=self.s(c[0]))
 
+    def webhook(self, meta, c):
+        return ast.Action("webhook", self.sp(meta), webhook=self.s(c[0]))
+
     def reply(self, meta, c):
         return ast.Action("reply", self.sp(meta), text=self.s(c[0]))
 

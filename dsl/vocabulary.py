@@ -179,7 +179,7 @@ EQUALITY_OPS = ("==", "!=")
 TEXT_OPS = ("contains", "starts with", "ends with")
 
 ACTIONS = (
-    "assign", "unassign", "subscribe", "unsubscribe", "notify", "email", "reply", "note",
+    "assign", "unassign", "subscribe", "unsubscribe", "notify", "email", "webhook", "reply", "note",
     "tag", "untag", "set", "close", "reopen", "lock", "unlock", "stop",
 )
 NOTIFY_TARGETS = ("subscribers", "assignee", "operators", "mentioned", "agent", "department")
@@ -222,6 +222,10 @@ ACTION_CHANGES: dict[str, tuple] = {
     "close": ("status",),
     "reopen": ("status",),
 }
+
+# A webhook's name, as rules write it and the server's settings declare it (WEBHOOKS): the
+# URL and secret live only in the settings, so no rule text can send data anywhere else.
+WEBHOOK_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
 
 # What a template placeholder may name: the roots templates see (SPEC §3.6).
 TEMPLATE_ROOTS = ("chat", "customer", "agent", "assignee", "message")

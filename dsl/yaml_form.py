@@ -53,7 +53,7 @@ _SPACE = " \t" + _BREAKS
 _BREAK_RE = re.compile("\r\n|[" + _BREAKS + "]")  # one line break, as PyYAML counts them
 _STR = "tag:yaml.org,2002:str"
 BARE_ACTIONS = ("unassign", "close", "reopen", "lock", "unlock", "stop")
-KEYED_ACTIONS = ("assign", "subscribe", "unsubscribe", "notify", "email", "reply", "note", "tag",
+KEYED_ACTIONS = ("assign", "subscribe", "unsubscribe", "notify", "email", "webhook", "reply", "note", "tag",
                  "untag", "set")
 
 _Comment = namedtuple("_Comment", "value line column")  # what comments.py reads of a token
@@ -880,8 +880,8 @@ class _Build:
         kind = key.value
         if kind in BARE_ACTIONS:
             return ast.Action(kind, span)
-        if kind in ("reply", "note", "tag", "untag") and isinstance(value, ScalarNode):
-            field = "tag" if kind in ("tag", "untag") else "text"
+        if kind in ("reply", "note", "tag", "untag", "webhook") and isinstance(value, ScalarNode):
+            field = {"tag": "tag", "untag": "tag", "webhook": "webhook"}.get(kind, "text")
             return ast.Action(kind, span, **{field: value.value})
         opts = _pairs(value) if isinstance(value, MappingNode) else {}
         text = {k: v.value for k, (_, v) in opts.items() if isinstance(v, ScalarNode)}
@@ -1198,6 +1198,8 @@ def _action_text(a: ast.Action) -> str:
         return "notify: " + _flow([("to", _target_text(a.target))] + opts)
     if k == "email":
         return "email: " + _flow([("to", "customer"), ("template", _scalar(a.template, True))])
+    if k == "webhook":
+        return f"webhook: {_scalar(a.webhook)}"
     if k in ("reply", "note"):
         return f"{k}: {_scalar(a.text)}"
     if k == "reply_article":

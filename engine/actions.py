@@ -1,6 +1,6 @@
 """Running a fired rule's actions: changes go through the domain's rule-side commands
-(so a rule can do nothing an agent's command could not express), notifications and
-emails come out as Effects, and texts are rendered in Jinja's sandbox."""
+(so a rule can do nothing an agent's command could not express), notifications,
+emails and webhooks come out as Effects, and texts are rendered in Jinja's sandbox."""
 from __future__ import annotations
 
 import functools
@@ -14,6 +14,7 @@ from .conditions import compile_value
 from .context import Context, template_data
 from .effects import Effect
 from .model import CommandRefused
+from .webhooks import webhook_body
 
 MAX_TEXT = 20_000  # a rendered text longer than this is cut: no rule can flood a chat
 
@@ -95,6 +96,10 @@ def run_action(engine, ctx: Context, rule, index: int, action, key_event: str):
             unread = [m for m in chat.messages if m.public and m.author == "agent" and m.position > chat.customer_read]
             data = {"replies": [{"id": m.id, "text": m.text, "at": m.at, "author_id": m.author_id} for m in unread]}
             return [], [Effect("email", key, chat.id, rid, at, chat.customer.email, action.template, None, data)], None
+        if kind == "webhook":
+            # the body is the chat as this rule saw it; the server posts it after the commit
+            body = webhook_body(action.webhook, rid, at, chat, ctx.event)
+            return [], [Effect("webhook", key, chat.id, rid, at, action.webhook, None, None, body)], None
         if kind == "reply":
             text = render(action.text, ctx)
             events = C.bot_reply(world, at, chat.id, text, rule=rid)

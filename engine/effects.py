@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Effect:
-    """kind: notify (to an agent) | email (to the customer) | reply (a public bot message).
+    """kind: notify (to an agent) | email (to the customer) | reply (a public bot message) |
+    webhook (a POST to an endpoint the server's settings declare).
 
-    ``recipient`` is an agent id (notify) or an email address (email); ``template`` the
+    ``recipient`` is an agent id (notify), an email address (email) or the webhook's name
+    (webhook); ``template`` the
     template name; ``text`` the rendered message text, if the action has one; ``data``
-    what the template renders from (e.g. the unread replies of an email).
+    what the template renders from (e.g. the unread replies of an email), or a webhook's
+    JSON body.
     """
 
     kind: str

@@ -49,8 +49,9 @@ STEPS = {
     "agent_status": ("agent_status", {"agent": "agent", "status": "status"}),
 }
 NO_CHAT_STEPS = {"agent_status"}
-EXPECT_KEYS = {"at", "from", "to", "fired", "not_fired", "notified", "emails", "replies", "chat",
+EXPECT_KEYS = {"at", "from", "to", "fired", "not_fired", "notified", "emails", "webhooks", "replies", "chat",
                "pending", "customer_sees"}
+WEBHOOK_KEYS = ("name", "event", "chat", "rule")  # what a `webhooks:` entry may pin down
 TEST_KEYS = {"name", "steps", "expect"}
 TOP_KEYS = {"rules", "defaults", "start", "agents", "tests", "canned", "articles", "name"}
 AGENT_KEYS = {"id", "name", "departments", "access_chats", "channels", "status", "max_chats", "capacity"}
@@ -306,6 +307,8 @@ def _test(t, path) -> TestCase:
 
                 _fail(path, e, f"unknown expectation `{k}`",
                       did_you_mean(k, EXPECT_KEYS) or "expectations: " + ", ".join(sorted(EXPECT_KEYS)))
+        if "webhooks" in e:
+            _check_webhooks_expectation(path, e)
         if "at" in e:
             start = end = parse_time(e["at"], path, e)
             label = f"at {e['at']}"
@@ -438,6 +441,41 @@ def _apply(engine: Engine, scenario: Scenario, step: Step, t0: float, result: Te
                                        getattr(step.node, "line", 0)))
 
 
+def _check_webhooks_expectation(path, e) -> None:
+    entries = e["webhooks"]
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        _fail(path, e, "`webhooks` is a list of webhook names or of {name, event, chat, rule}")
+    for w in entries:
+        if isinstance(w, dict):
+            unknown = [k for k in w if k not in WEBHOOK_KEYS]
+            if unknown or "name" not in w:
+                _fail(path, w if getattr(w, "line", None) else e,
+                      f"a `webhooks` entry takes {', '.join(WEBHOOK_KEYS)} (name required)"
+                      + (f"; not `{unknown[0]}`" if unknown else ""))
+        elif not isinstance(w, str):
+            _fail(path, e, "a `webhooks` entry is a webhook name or {name, event, chat, rule}")
+
+
+def _webhook_want(w) -> dict:
+    return {k: str(w[k]) for k in WEBHOOK_KEYS if k in w} if isinstance(w, dict) else {"name": str(w)}
+
+
+def _webhooks_match(want: list, got: list) -> bool:
+    """Exactly as many deliveries as entries, each entry matching its own delivery on
+    the keys it gives (the most specific entries are placed first)."""
+    if len(want) != len(got):
+        return False
+    free = list(got)
+    for w in sorted(want, key=len, reverse=True):
+        found = next((g for g in free if all(g.get(k) == v for k, v in w.items())), None)
+        if found is None:
+            return False
+        free.remove(found)
+    return True
+
+
 def _in_window(at, exp, t0) -> bool:
     return t0 + exp.start <= at <= t0 + exp.end
 
@@ -473,6 +511,12 @@ def _check(engine: Engine, world: World, exp: Expect, t0: float, result: TestRes
         got = sorted((e.recipient, e.template) for e in effects if e.kind == "email")
         if want != got:
             fail("emails", [{"to": t, "template": m} for t, m in want], [{"to": t, "template": m} for t, m in got])
+    if "webhooks" in c:
+        want = [_webhook_want(w) for w in (c["webhooks"] or [])]
+        got = [{"name": e.recipient, "event": (e.data.get("event") or {}).get("type"), "chat": e.chat_id,
+                "rule": e.rule} for e in effects if e.kind == "webhook"]
+        if not _webhooks_match(want, got):
+            fail("webhooks", want, [{k: v for k, v in g.items() if v is not None} for g in got])
     if "replies" in c:
         want = [str(x) for x in (c["replies"] or [])]
         got = [e.text for e in effects if e.kind == "reply"]

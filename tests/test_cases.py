@@ -124,7 +124,7 @@ def shape(node) -> str:
     raise TypeError(f"no shape for {node!r}")
 
 
-_ACTION_FIELDS = ("agent", "department", "strategy", "target", "except_", "template", "message",
+_ACTION_FIELDS = ("agent", "department", "strategy", "target", "except_", "template", "message", "webhook",
                   "text", "article", "tag", "priority", "field_name", "value")
 
 

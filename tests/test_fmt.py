@@ -111,6 +111,7 @@ rule every "Every action kind" {
     notify agent "carol" template "t3" message "hi \\"there\\""
     notify department "sales" except actor
     email customer template "unread_replies"
+    webhook "crm"
     reply "Hello {{ customer.name }}"
     reply article "how-to-refund"
     note "internal"

@@ -153,7 +153,7 @@ ACTIONS = ['assign agent "a"', 'assign agent "b"', 'assign department "d" by lea
            "stop", "close", "reopen", 'tag "t"', "notify assignee", "notify mentioned",
            "notify assignee except assignee", 'notify subscribers template "nope"',
            'reply "Hi {{ customer.name }} {{ message.text }}"', 'note "{{ chat.nope }}"',
-           "set priority 9", "set field x = chat.page_url", 'email customer template "x"']
+           "set priority 9", "set field x = chat.page_url", 'email customer template "x"', 'webhook "x"']
 EVENTS = [None, "chat.created", "message.created", "chat.assigned", "chat.unassigned", "chat.tagged",
           "chat.closed", "chat.creatd"]
 

@@ -59,6 +59,7 @@ rule all_actions "Every action" {
     notify department "d"
     notify mentioned template "mention"
     email customer template "unread_replies"
+    webhook "crm-eu.v2"
     reply "it's {{ customer.name }}: yes"
     reply article "refund-policy"
     note "@alice look"
