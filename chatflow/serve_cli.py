@@ -58,6 +58,8 @@ def cmd_worker(args) -> int:
     runtime.listeners.append(jobs.redis_publisher(redis, jobs.live_channel(settings)))
     jobs.set_runtime(runtime)
     queue = jobs.make_queue(settings, redis)
+    hooks = jobs.webhook_queue(settings, redis)
+    jobs.hand_webhooks_to(runtime, hooks)
     runtime.ruleset()
     tune_gc()
     # SimpleWorker runs jobs in this process: no fork per job, the compiled rules stay warm.
@@ -68,7 +70,8 @@ def cmd_worker(args) -> int:
     pause = 1.0
     while True:
         try:  # a new worker talks to Redis at once (it names its connection)
-            worker = SimpleWorker([queue], connection=redis, serializer=queue.serializer)
+            # the rules' queue first: webhook posts wait while chats do
+            worker = SimpleWorker([queue, hooks], connection=redis, serializer=queue.serializer)
             worker.work(burst=args.burst, with_scheduler=False)
             return 0
         except (RedisDown, RedisSlow) as e:
@@ -87,7 +90,7 @@ def cmd_scheduler(args) -> int:
     queue = jobs.make_queue(settings)
     tune_gc()
     print("chatflow scheduler: claiming deadlines and relaying the outbox", file=sys.stderr)
-    Scheduler(runtime, queue).run(interval=args.interval)
+    Scheduler(runtime, queue, webhook_queue=jobs.webhook_queue(settings, queue.connection)).run(interval=args.interval)
     return 0
 
 

@@ -1,11 +1,12 @@
 """The admin API: agents, rule sets (validate, upload as a new version, activate,
-roll back), per-chat traces of rule runs, canned responses and articles."""
+roll back), per-chat traces of rule runs, canned responses, articles and the webhooks'
+delivery log."""
 from __future__ import annotations
 
 import secrets
 
-from flask import Blueprint, current_app, jsonify
-from sqlalchemy import select
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import func, select, update
 
 from dsl.loader import load_rule_set
 
@@ -51,13 +52,29 @@ def _check(data) -> tuple:
     return loaded, diagnostics
 
 
+def _undeclared_webhooks(loaded) -> list:
+    """Errors at each `webhook` action naming a webhook this server does not declare:
+    `chatflow check` cannot know the settings; the service can."""
+    from .webhooks import undeclared
+
+    return [d.as_json() for d in undeclared(loaded.ruleset, current_app.config)]
+
+
+def _refuse_undeclared(loaded, what: str) -> None:
+    missing = _undeclared_webhooks(loaded)
+    if missing:
+        raise ApiError(422, "unknown_webhook", f"{missing[0]['message']}; {what}", {"diagnostics": missing})
+
+
 @bp.post("/rulesets/validate")
 def validate_ruleset():
     require_admin()
     data = body("RulesetUpload")
     loaded, diagnostics = _check(data)
-    return jsonify({"ok": loaded.result.ok, "rules": len(loaded.ruleset.rules) if loaded.ruleset else None,
-                    "diagnostics": diagnostics})
+    missing = _undeclared_webhooks(loaded) if loaded.result.ok else []
+    return jsonify({"ok": loaded.result.ok and not missing,
+                    "rules": len(loaded.ruleset.rules) if loaded.ruleset else None,
+                    "diagnostics": diagnostics + missing})
 
 
 @bp.post("/rulesets")
@@ -69,6 +86,8 @@ def upload_ruleset():
         raise ApiError(422, "rules_invalid", "the rule set does not compile; nothing was stored",
                        {"diagnostics": diagnostics})
     activate = data.get("activate", True)
+    if activate:
+        _refuse_undeclared(loaded, "nothing was stored")
     version = _runtime().store_ruleset(data["files"], data.get("defaults", True), activate, me["id"])
     return jsonify({"version": version, "active": activate, "rules": len(loaded.ruleset.rules),
                     "diagnostics": diagnostics}), 201
@@ -97,6 +116,11 @@ def get_ruleset(version):
 @bp.post("/rulesets/<int(max=2147483647):version>/activate")
 def activate_ruleset(version):
     require_admin()
+    with _runtime().db.connect() as conn:
+        row = conn.execute(select(S.rulesets).where(S.rulesets.c.version == version)).mappings().first()
+    if row is not None:
+        _refuse_undeclared(load_rule_set([], defaults=row["defaults"], texts=row["files"]),
+                           f"version {version} was not activated")
     if not _runtime().activate(version):
         raise ApiError(404, "not_found", f"no rule set version {version}")
     return jsonify({"version": version, "active": True})
@@ -191,3 +215,101 @@ def put_canned(shortcut):
 @bp.put("/articles/<slug>")
 def put_article(slug):
     return _replace_row(S.articles, "slug", slug, "Article")
+
+
+# ---------------------------------------------------------------- webhooks
+
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "refused")
+
+
+@bp.get("/webhooks")
+def list_webhooks():
+    """The webhooks the settings declare (never their secrets), whether their host is
+    allowed, and their deliveries by status."""
+    require_admin()
+    from urllib.parse import urlsplit
+
+    from .webhooks import host_allowed
+
+    config = current_app.config
+    t = S.webhook_deliveries
+    with _runtime().db.connect() as conn:
+        counts = conn.execute(select(t.c.webhook, t.c.status, func.count()).group_by(t.c.webhook, t.c.status)).all()
+    by_name: dict = {}
+    for name, status, n in counts:
+        by_name.setdefault(name, {})[status] = n
+    hooks = []
+    for name, spec in sorted((config.get("WEBHOOKS") or {}).items()):
+        parts = urlsplit(spec["url"])
+        hooks.append({"name": name, "url": f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}",
+                      "host_allowed": host_allowed(spec["url"], config.get("WEBHOOK_HOSTS")),
+                      "deliveries": {s: by_name.get(name, {}).get(s, 0) for s in DELIVERY_STATUSES}})
+    return jsonify({"webhooks": hooks, "hosts": list(config.get("WEBHOOK_HOSTS") or ()),
+                    "max_attempts": config["WEBHOOK_MAX_ATTEMPTS"]})
+
+
+def _delivery_json(r, with_body: bool = False) -> dict:
+    out = {k: r[k] for k in ("id", "webhook", "chat_id", "rule", "event", "status", "attempts", "response_code",
+                             "last_error", "at", "next_attempt_at", "delivered_at", "updated_at")}
+    if out["status"] != "pending":
+        out["next_attempt_at"] = None
+    if with_body:
+        out["body"] = r["body"]
+    return out
+
+
+@bp.get("/webhooks/deliveries")
+def list_deliveries():
+    """The delivery log, newest first: ?webhook=, ?status=, ?chat_id=, ?before=ID, ?limit= (≤ 500)."""
+    require_admin()
+    from .http import id_param
+
+    t = S.webhook_deliveries
+    q = select(t).order_by(t.c.id.desc())
+    status = request.args.get("status")
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise ApiError(400, "invalid_request", "status is one of " + ", ".join(DELIVERY_STATUSES))
+    for name in ("webhook", "status", "chat_id"):
+        value = request.args.get(name)
+        if value is not None:
+            q = q.where(t.c[name] == value)
+    before = id_param(request.args.get("before"), "before")
+    if before is not None:
+        q = q.where(t.c.id < before)
+    limit = id_param(request.args.get("limit"), "limit")
+    limit = 100 if limit is None else max(1, min(limit, 500))
+    with _runtime().db.connect() as conn:
+        rows = conn.execute(q.limit(limit)).mappings().all()
+    return jsonify({"deliveries": [_delivery_json(r) for r in rows]})
+
+
+@bp.get("/webhooks/deliveries/<int(max=2147483647):delivery_id>")
+def get_delivery(delivery_id):
+    require_admin()
+    with _runtime().db.connect() as conn:
+        row = conn.execute(select(S.webhook_deliveries).where(S.webhook_deliveries.c.id == delivery_id)).mappings().first()
+    if row is None:
+        raise ApiError(404, "not_found", f"no webhook delivery {delivery_id}")
+    return jsonify(_delivery_json(row, with_body=True))
+
+
+@bp.post("/webhooks/deliveries/<int(max=2147483647):delivery_id>/retry")
+def retry_delivery(delivery_id):
+    """Try a failed or refused delivery again, from its first attempt (the same body and id)."""
+    require_admin()
+    runtime = _runtime()
+    t = S.webhook_deliveries
+    with runtime.db.begin() as conn:
+        row = conn.execute(select(t).where(t.c.id == delivery_id)).mappings().first()
+        if row is None:
+            raise ApiError(404, "not_found", f"no webhook delivery {delivery_id}")
+        if row["status"] not in ("failed", "refused"):
+            raise ApiError(409, "not_retryable", f"delivery {delivery_id} is {row['status']}; only a failed or "
+                           "refused one is tried again")
+        now = runtime.clock()
+        conn.execute(update(t).where(t.c.id == delivery_id).values(status="pending", attempts=0, next_attempt_at=now,
+                                                                   lease_until=None, updated_at=now))
+        row = conn.execute(select(t).where(t.c.id == delivery_id)).mappings().first()
+    runtime._webhooks_waiting = True
+    runtime.after_change()
+    return jsonify(_delivery_json(row))

@@ -45,6 +45,15 @@ DEFAULTS = {
     "STREAM_SECONDS": 300,  # an SSE response ends after this; clients reconnect with Last-Event-ID
     "GROUP_COMMIT": True,  # PostgreSQL: chat commands arriving together share one transaction
     "DISPATCH_LINGER": 0.02,  # scaled mode: seconds a web process collects chats before one job
+    # webhooks (server.webhooks): {name: {"url": …, "secret": …}} that rules name; the hosts
+    # they may post to; how long to wait; how often and how far apart to try
+    "WEBHOOKS": {},
+    "WEBHOOK_HOSTS": (),
+    "WEBHOOK_CONNECT_TIMEOUT": 3.0,
+    "WEBHOOK_READ_TIMEOUT": 10.0,
+    "WEBHOOK_MAX_ATTEMPTS": 8,
+    "WEBHOOK_BACKOFF": 30.0,  # seconds before the 2nd attempt; doubled each time
+    "WEBHOOK_BACKOFF_MAX": 3600.0,
 }
 
 
@@ -63,6 +72,10 @@ def settings_from_env(environ=os.environ) -> dict:
     if environ.get("CHATFLOW_RATE_LIMITS"):  # "off", or JSON: {"start_chat": "10/minute"}
         raw = environ["CHATFLOW_RATE_LIMITS"].strip()
         out["RATE_LIMITS"] = "off" if raw == "off" else json.loads(raw)
+    if environ.get("CHATFLOW_WEBHOOKS"):  # JSON: {"crm": {"url": "https://…", "secret": "…"}}
+        out["WEBHOOKS"] = json.loads(environ["CHATFLOW_WEBHOOKS"])
+    if environ.get("CHATFLOW_WEBHOOK_HOSTS"):  # comma-separated: "crm.example.com,*.hooks.example.com"
+        out["WEBHOOK_HOSTS"] = tuple(h.strip() for h in environ["CHATFLOW_WEBHOOK_HOSTS"].split(",") if h.strip())
     if environ.get("CHATFLOW_PROXY_COUNT"):
         out["PROXY_COUNT"] = int(environ["CHATFLOW_PROXY_COUNT"])
     if environ.get("CHATFLOW_GROUP_COMMIT"):
@@ -81,6 +94,12 @@ def make_settings(config: dict | None = None) -> dict:
         settings["SECRET_KEY"] = _secret(settings["DATA_DIR"])
     if not settings["MAILDIR"] and not settings["SMTP_URL"]:
         settings["MAILDIR"] = os.path.join(settings["DATA_DIR"], "maildir")
+    from .webhooks import WebhookSettingsError, check_settings
+
+    try:
+        check_settings(settings)
+    except WebhookSettingsError as e:
+        raise SystemExit(f"chatflow: {e}") from None
     return settings
 
 
@@ -158,8 +177,16 @@ def create_app(config: dict | None = None) -> Flask:
 
     if settings.get("REDIS_URL"):
         _scaled(app, runtime, broker, settings)
-    elif settings["TIMERS"]:
-        _start_timer_thread(app, runtime)
+    else:
+        if settings["TIMERS"]:
+            _start_timer_thread(app, runtime)
+        if settings["WEBHOOKS"]:  # none declared: no rule set naming one can be activated
+            from .webhooks import Sender
+
+            # embedded: a thread of this process posts webhooks, woken when rules stored some
+            sender = Sender(db, settings, clock=settings["CLOCK"])
+            app.extensions["chatflow_webhooks"] = sender
+            runtime.webhooks_stored = sender.wake
     if config is None:  # a server process (gunicorn 'server.app:create_app()'), not a test
         runtime.ruleset()
         tune_gc()

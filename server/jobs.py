@@ -63,6 +63,38 @@ def run_due_chats(chat_ids: list, now: float) -> int:
     return n
 
 
+def deliver_webhooks() -> int:
+    """Post the webhook deliveries due now (each claimed by its row's lease); returns how
+    many were attempted. Runs on the webhooks queue, so a slow receiver holds back no
+    rule job."""
+    from .webhooks import deliver_due
+
+    return deliver_due(_runtime.db, _runtime.settings, _runtime.clock)
+
+
+def webhook_queue(settings: dict, connection=None):
+    """The queue of webhook deliveries: beside the rules' queue, which workers take first."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    conn = connection or make_redis(settings["REDIS_URL"])
+    return Queue(f"{settings.get('QUEUE', QUEUE)}-webhooks", connection=conn, serializer=JSONSerializer)
+
+
+def hand_webhooks_to(runtime, queue) -> None:
+    """A worker's runtime enqueues a delivery job after storing webhook deliveries."""
+    runtime.webhooks_stored = lambda: enqueue_webhooks(queue)
+
+
+def enqueue_webhooks(queue) -> None:
+    """One delivery job (the rows wait in the database: if Redis is down the scheduler
+    enqueues one when they are due)."""
+    try:
+        queue.enqueue("server.jobs.deliver_webhooks", job_timeout=600, result_ttl=60, failure_ttl=86400)
+    except Exception as e:
+        log.warning("webhook enqueue failed (%s); the scheduler will hand them over", type(e).__name__)
+
+
 # ---------------------------------------------------------------- the web side
 
 def enqueue_dispatch(queue, batching: bool = True, linger: float = 0.0):

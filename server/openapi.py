@@ -47,6 +47,13 @@ ROUTES = [
     ("get", "/api/admin/chats/{chat_id}/trace", "Why each rule fired or not, per run", None, ADMIN),
     ("put", "/api/admin/canned/{shortcut}", "Create or replace a canned response", "Canned", ADMIN),
     ("put", "/api/admin/articles/{slug}", "Create or replace a help-center article", "Article", ADMIN),
+    ("get", "/api/admin/webhooks", "The declared webhooks (no secrets), their hosts and deliveries by status", None,
+     ADMIN),
+    ("get", "/api/admin/webhooks/deliveries",
+     "The webhook delivery log, newest first (?webhook, status, chat_id, before, limit)", None, ADMIN),
+    ("get", "/api/admin/webhooks/deliveries/{delivery_id}", "One delivery with the body it posts", None, ADMIN),
+    ("post", "/api/admin/webhooks/deliveries/{delivery_id}/retry", "Try a failed or refused delivery again", None,
+     ADMIN),
     ("post", "/api/inbound-email", "An inbound email (raw RFC 822) answering a chat email", None, NONE),
     ("get", "/api/analytics/report", "Every figure of a period (?from, to, channel, department, agent, wait_minutes)",
      None, ADMIN),
@@ -74,6 +81,16 @@ ANALYTICS_QUERY = [
      "schema": {"type": "number"}},
 ]
 
+DELIVERIES_QUERY = [
+    {"name": "webhook", "in": "query", "schema": {"type": "string"}},
+    {"name": "status", "in": "query", "schema": {"enum": ["pending", "delivered", "failed", "refused"]}},
+    {"name": "chat_id", "in": "query", "schema": {"type": "string"}},
+    {"name": "before", "in": "query", "description": "only deliveries with a smaller id (the next page)",
+     "schema": {"type": "integer", "minimum": 0}},
+    {"name": "limit", "in": "query", "description": "at most this many (default 100, at most 500)",
+     "schema": {"type": "integer", "minimum": 1}},
+]
+
 ERROR = {
     "type": "object",
     "required": ["error", "message", "details"],
@@ -97,10 +114,12 @@ def document() -> dict:
             },
         }
         params = [{"name": p, "in": "path", "required": True,
-                   "schema": {"type": "integer"} if p in ("position", "version") else {"type": "string"}}
+                   "schema": {"type": "integer"} if p in ("position", "version", "delivery_id") else {"type": "string"}}
                   for p in _path_params(path)]
         if path.startswith("/api/analytics/"):
             params += ANALYTICS_QUERY
+        if path == "/api/admin/webhooks/deliveries":
+            params += DELIVERIES_QUERY
         if params:
             op["parameters"] = params
         if body:

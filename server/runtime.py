@@ -53,6 +53,10 @@ class Runtime:
             from .group_commit import GroupCommit
 
             self._group = GroupCommit(self._run_commands)
+        self._webhooks_waiting = True
+        # called after a commit that stored webhook deliveries: wakes the embedded sender
+        # (server.webhooks.Sender) or enqueues a delivery job (scaled workers)
+        self.webhooks_stored = None
         self._ensure_ruleset(rules_paths, defaults)
 
     # ------------------------------------------------------------ rule sets
@@ -72,6 +76,13 @@ class Runtime:
             from chatflow.report import render_text
 
             raise SystemExit("chatflow: the rule set does not compile:\n" + render_text(loaded.result.errors, loaded.sources))
+        from .webhooks import undeclared
+
+        missing = undeclared(loaded.ruleset, self.settings)
+        if missing:
+            from chatflow.report import render_text
+
+            raise SystemExit("chatflow: the rule set names undeclared webhooks:\n" + render_text(missing, loaded.sources))
         self.store_ruleset(files, defaults, activate=True, by="serve")
 
     def store_ruleset(self, files: dict, defaults: bool, activate: bool, by: str | None) -> int:
@@ -438,7 +449,7 @@ class Runtime:
         traces, one statement of each kind. Effects are inserted by their idempotency key
         (``ON CONFLICT DO NOTHING``), so a redelivered event stores none twice. Returns the
         signals to publish once the transaction has committed."""
-        chat_rows, timer_rows, note_rows, email_rows, trace_rows = [], [], [], [], []
+        chat_rows, timer_rows, note_rows, email_rows, trace_rows, hook_rows = [], [], [], [], [], []
         rule_runs: dict = {}  # (rule, minute) -> [evaluated, fired, effects, last fired]
         for item in items:
             engine, cid = item.engine, item.chat_id
@@ -455,6 +466,11 @@ class Runtime:
                 elif eff.kind == "email":
                     email_rows.append(dict(key=eff.idempotency_key, chat_id=eff.chat_id, to_addr=eff.recipient,
                                            template=eff.template, data=eff.data, at=eff.at))
+                elif eff.kind == "webhook":
+                    hook_rows.append(dict(key=eff.idempotency_key, webhook=eff.recipient, chat_id=eff.chat_id,
+                                          rule=eff.rule, event=(eff.data.get("event") or {}).get("type"),
+                                          body=eff.data, at=eff.at, status="pending", attempts=0,
+                                          next_attempt_at=eff.at, updated_at=eff.at))
             for e in engine.trace:
                 if e.kind == "fired":
                     self._count(("fired", e.rule))
@@ -476,6 +492,8 @@ class Runtime:
         _insert_missing(conn, S.notifications, note_rows)
         if _insert_missing(conn, S.emails, email_rows):
             self._emails_waiting = True
+        if _insert_missing(conn, S.webhook_deliveries, hook_rows):
+            self._webhooks_waiting = True
         if trace_rows:
             conn.execute(S.traces.insert(), trace_rows)
         if rule_runs:
@@ -514,8 +532,16 @@ class Runtime:
                 log.exception("listener failed")
 
     def after_change(self) -> None:
-        """Deliver what the last changes produced outside the database (emails). Only
-        when an email was stored since the last delivery (or one failed to go out)."""
+        """Deliver what the last changes produced outside the database (emails; webhooks
+        are handed to their sender, never posted here). Only when an email was stored
+        since the last delivery (or one failed to go out)."""
+        if self._webhooks_waiting:
+            self._webhooks_waiting = False
+            if self.webhooks_stored is not None:
+                try:
+                    self.webhooks_stored()
+                except Exception:  # the rows wait; the scheduler (or the next change) hands them over
+                    log.exception("handing webhooks over failed")
         if not self._emails_waiting:
             return
         self._emails_waiting = False

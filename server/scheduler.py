@@ -4,7 +4,8 @@ outbox in scaled mode.
 Deadlines are claimed with a lease (``lease_until``): a claimed chat goes to a worker; if
 the worker dies before storing the chat, the lease runs out and the deadline is claimed
 again, so none is lost, and the engine's episode memory keeps it from firing twice.
-Events a web process could not enqueue (Redis down) are relayed from the outbox.
+Events a web process could not enqueue (Redis down) are relayed from the outbox, and
+webhook deliveries whose retry came due are handed to a delivery job.
 """
 from __future__ import annotations
 
@@ -21,14 +22,17 @@ LEASE_SECONDS = 60
 RELAY_AFTER = 2.0  # seconds an event may wait for the web's own enqueue before relaying
 RELAY_AGAIN = 30.0  # seconds before relaying the same chat again
 BATCH = 100
+WEBHOOK_EVERY = 1.0  # seconds between delivery jobs the scheduler enqueues
 
 
 class Scheduler:
-    def __init__(self, runtime, queue, clock=time.time):
+    def __init__(self, runtime, queue, clock=time.time, webhook_queue=None):
         self.runtime = runtime
         self.queue = queue
+        self.webhook_queue = webhook_queue
         self.clock = clock
         self._relayed: dict[str, float] = {}
+        self._webhooks_handed = 0.0
 
     def claim_due(self, now: float) -> list:
         """Chats with deadlines due by ``now`` whose lease is free; they are leased."""
@@ -67,7 +71,23 @@ class Scheduler:
         for i in range(0, len(relay), BATCH):
             self.queue.enqueue("server.jobs.process_chats", relay[i:i + BATCH], job_timeout=300,
                                result_ttl=60, failure_ttl=86400)
+        self.hand_over_webhooks(now)
         return len(due), len(relay)
+
+    def hand_over_webhooks(self, now: float) -> bool:
+        """Enqueue a delivery job when webhook deliveries are due (a retry after its
+        backoff, or rows a worker could not enqueue), at most once per WEBHOOK_EVERY
+        seconds: the job claims each row, so a second one would find nothing."""
+        if self.webhook_queue is None or now - self._webhooks_handed < WEBHOOK_EVERY:
+            return False
+        from .webhooks import due_ids
+
+        if not due_ids(self.runtime.db, now, limit=1):
+            return False
+        self._webhooks_handed = now
+        self.webhook_queue.enqueue("server.jobs.deliver_webhooks", job_timeout=600, result_ttl=60,
+                                   failure_ttl=86400)
+        return True
 
     def run(self, interval: float = 0.25, stop=None) -> None:
         while stop is None or not stop.is_set():

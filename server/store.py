@@ -95,6 +95,27 @@ emails = Table(
     Column("message_id", String(300)),
 )
 
+webhook_deliveries = Table(  # migration 0008; server.webhooks posts them after the commit
+    "webhook_deliveries", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(300), nullable=False, unique=True),
+    Column("webhook", String(100), nullable=False),
+    Column("chat_id", String(100), nullable=False, index=True),
+    Column("rule", String(200)),
+    Column("event", String(40)),
+    Column("body", JSON, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("status", String(10), nullable=False, server_default="pending"),  # pending | delivered | failed | refused
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float),
+    Column("lease_until", Float),
+    Column("response_code", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", Float),
+    Column("updated_at", Float),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+)
+
 rulesets = Table(
     "rulesets", metadata,
     Column("version", Integer, primary_key=True, autoincrement=True),

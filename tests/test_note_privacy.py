@@ -1,10 +1,13 @@
 """SPEC §2 line 11 as a property: whatever agents do, in any order, no private note text
-reaches anything customer-facing — the widget view, the unread-replies email, or a reply.
+reaches anything customer-facing — the widget view, the unread-replies email, a reply, or
+a webhook's body (which leaves the team too).
 
 Random sequences of the commands of SPEC §4 run through the engine with the default
 rules; notes carry a marker that must never show up on the customer's side.
 """
 from __future__ import annotations
+
+import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +18,10 @@ from engine.core import Engine
 from engine.model import CommandRefused, World
 
 SECRET = "SECRET-NOTE"
-RULESET = load_rule_set([]).ruleset
+# the default rules, and webhooks on every event a note can cause (and on a deadline)
+HOOKS = "\n".join(f'rule hook_{i} {{ on {e} then webhook "out" }}' for i, e in enumerate(
+    ("message.created", "message.edited", "message.deleted", "chat.closed", "chat.assigned")))
+RULESET = load_rule_set([], texts={"hooks.rules": HOOKS + '\nrule late { when chat.unread_by_assignee for 5m then webhook "out" }'}).ruleset
 T0 = 1_767_600_000.0
 
 agent = st.sampled_from(["alice", "bob"])
@@ -70,6 +76,8 @@ def test_no_note_text_reaches_the_customer(steps):
             assert all(SECRET not in r["text"] for r in effect.data["replies"])
         if effect.kind == "reply":
             assert SECRET not in (effect.text or "")
+        if effect.kind == "webhook":
+            assert SECRET not in json.dumps(effect.data)
     # the secrets are really in the chat for agents (the property is not vacuous)
     assert all(SECRET in m.text for m in chat.messages if m.kind == "note" and m.edited_at is None)
 
@@ -87,6 +95,9 @@ def test_the_property_sees_secret_notes_and_emails():
     engine.execute("customer_leaves", T0 + 4, chat_id="c1")
     engine.run_due(T0 + 3600)
     [email] = [e for e in engine.effects if e.kind == "email"]
+    hooks = [e for e in engine.effects if e.kind == "webhook"]
+    assert [h.data["event"]["type"] for h in hooks] == ["message.created", "message.created"]  # the note, the reply
+    assert SECRET in world.chats["c1"].messages[1].text and all(SECRET not in json.dumps(h.data) for h in hooks)
     assert [r["text"] for r in email.data["replies"]] == ["hello"]
     assert [m.text for m in customer_view(world.chats["c1"])] == ["Hi", "hello"]
     assert any(SECRET in m.text for m in world.chats["c1"].messages)
