@@ -127,7 +127,7 @@ class Runtime:
         cached = self._agents_cache
         if revision is not None and cached is not None and cached[0] == revision:
             return dict(cached[1])
-        agents = {row["id"]: agent_from_row(dict(row)) for row in conn.execute(select(S.agents)).mappings()}
+        agents = {row["id"]: agent_from_row(dict(row)) for row in conn.execute(select(S.agents).order_by(S.agents.c.id)).mappings()}
         if revision is not None:
             self._agents_cache = (revision, agents)
             return dict(agents)
