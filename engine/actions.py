@@ -88,8 +88,10 @@ def run_action(engine, ctx: Context, rule, index: int, action, key_event: str):
         if kind == "notify":
             text = render(action.message, ctx)
             template = action.template or "notification"
+            # an agent who turned this template off is not notified (its preferences)
             return [], [Effect("notify", key, chat.id, rid, at, r, template, text)
-                        for r in recipients(action, ctx)], None
+                        for r in recipients(action, ctx)
+                        if world.agents[r].notification_channel(template) != "off"], None
         if kind == "email":
             if not chat.customer.email:
                 return [], [], "the customer has no email address"

@@ -33,6 +33,7 @@ ERROR_CODES: dict[str, str] = {
 AUTHORS = ("customer", "agent", "bot", "system")
 KINDS = ("reply", "note")
 VIAS = ("widget", "email", "api")
+NOTIFICATION_CHANNELS = ("in_app", "email", "off")  # an agent's preference per template
 ACTORS = ("customer", "agent", "rule", "system")
 
 
@@ -58,10 +59,19 @@ class Agent:
     # channel -> open chats of that channel the agent may hold; a channel named here
     # overrides the rule set's `capacity CHANNEL N` for this agent (None: the rule set's)
     capacity: dict | None = None
+    email: str | None = None
+    # how each notification template reaches this agent: in_app | email | off; "*" is
+    # every template without its own entry; unset: in_app
+    notifications: dict = field(default_factory=dict)
 
     @property
     def is_operator(self) -> bool:
         return self.access_chats
+
+    def notification_channel(self, template: str) -> str:
+        """in_app (the app's list and stream), email (the app and a batched email) or off."""
+        prefs = self.notifications
+        return prefs.get(template) or prefs.get("*") or "in_app" if prefs else "in_app"
 
     def sees(self, chat: "Chat") -> bool:
         return self.access_chats and (self.channels is None or chat.channel in self.channels)
@@ -182,7 +192,7 @@ class World:
     before_pick: object = None  # called before a routing pick reads counts (a service locks)
 
     def add_agent(self, id: str, name=None, departments=(), access_chats=True, channels=None,
-                  status="online", max_chats=None, capacity=None) -> Agent:
+                  status="online", max_chats=None, capacity=None, email=None, notifications=None) -> Agent:
         """Add an agent (scenario ``agents:`` entry or admin API); lists become tuples."""
         if not isinstance(id, str) or not id:
             raise CommandRefused("bad_request", "an agent needs a non-empty string id")
@@ -206,7 +216,13 @@ class World:
                 if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                     raise CommandRefused("bad_request", f"capacity of {channel!r} must be a non-negative integer")
             capacity = dict(capacity)
-        agent = Agent(id, name, tuple(departments or ()), bool(access_chats), channels, status, max_chats, capacity)
+        if notifications is not None:
+            if not isinstance(notifications, dict) or not all(
+                    isinstance(k, str) and v in NOTIFICATION_CHANNELS for k, v in notifications.items()):
+                raise CommandRefused("bad_request", "notifications maps a template (or *) to "
+                                     + ", ".join(NOTIFICATION_CHANNELS))
+        agent = Agent(id, name, tuple(departments or ()), bool(access_chats), channels, status, max_chats,
+                      capacity, email, dict(notifications or {}))
         self.agents[id] = agent
         return agent
 

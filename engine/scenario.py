@@ -54,7 +54,8 @@ EXPECT_KEYS = {"at", "from", "to", "fired", "not_fired", "notified", "emails", "
 WEBHOOK_KEYS = ("name", "event", "chat", "rule")  # what a `webhooks:` entry may pin down
 TEST_KEYS = {"name", "steps", "expect"}
 TOP_KEYS = {"rules", "defaults", "start", "agents", "tests", "canned", "articles", "name"}
-AGENT_KEYS = {"id", "name", "departments", "access_chats", "channels", "status", "max_chats", "capacity"}
+AGENT_KEYS = {"id", "name", "departments", "access_chats", "channels", "status", "max_chats", "capacity",
+              "email", "notifications"}
 
 
 class ScenarioError(SourceError):
@@ -350,8 +351,11 @@ class TestResult:
 def build_world(scenario: Scenario) -> World:
     world = World()
     for a in scenario.agents:
+        args = {k: a[k] for k in a}
+        if isinstance(args.get("notifications"), dict):  # YAML 1.1 reads a bare `off` as false
+            args["notifications"] = {k: "off" if v is False else v for k, v in args["notifications"].items()}
         try:
-            world.add_agent(**{k: a[k] for k in a})
+            world.add_agent(**args)
         except CommandRefused as e:
             _fail(scenario.path, a, f"agent `{a.get('id')}`: {e.message}")
     return world

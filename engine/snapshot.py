@@ -37,7 +37,7 @@ def agent_from_row(row: dict) -> Agent:
     channels = row.get("channels")
     return Agent(row["id"], row.get("name"), tuple(row.get("departments") or ()), bool(row.get("access_chats", True)),
                  tuple(channels) if channels is not None else None, row.get("status") or "online",
-                 row.get("max_chats"), row.get("capacity"))
+                 row.get("max_chats"), row.get("capacity"), row.get("email"), dict(row.get("notifications") or {}))
 
 
 def event_to_dict(e: Event) -> dict:

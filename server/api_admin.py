@@ -29,7 +29,7 @@ def create_agent():
               "access_chats": data.get("access_chats", True), "channels": data.get("channels"),
               "status": data.get("status", "online"), "max_chats": data.get("max_chats"),
               "capacity": data.get("capacity"),
-              "is_admin": data.get("is_admin", False), "token_hash": S.token_hash(token)}
+              "is_admin": data.get("is_admin", False), "email": data.get("email"), "token_hash": S.token_hash(token)}
     with _runtime().db.begin() as conn:
         if conn.execute(select(S.agents.c.id).where(S.agents.c.id == data["id"])).first():
             raise ApiError(409, "agent_exists", f"agent {data['id']!r} already exists")

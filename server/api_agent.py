@@ -162,9 +162,10 @@ def get_me():
 def patch_me():
     me = current_agent()
     data = body("Me")
-    if "reply_shortcut" in data:
+    own = {k: data[k] for k in ("reply_shortcut", "email") if k in data}
+    if own:
         with _runtime().db.begin() as conn:
-            conn.execute(update(S.agents).where(S.agents.c.id == me["id"]).values(reply_shortcut=data["reply_shortcut"]))
+            conn.execute(update(S.agents).where(S.agents.c.id == me["id"]).values(**own))
     if "status" in data:
         _runtime().command("agent_status", None, agent=me["id"], status=data["status"])
         _runtime().after_change()
@@ -175,7 +176,51 @@ def patch_me():
 
 def _me_json(row) -> dict:
     return {k: row[k] for k in ("id", "name", "departments", "access_chats", "channels", "status", "max_chats",
-                                "is_admin", "reply_shortcut")}
+                                "is_admin", "reply_shortcut", "email")}
+
+
+# templates an agent can choose for: the product's own, and `notification` (a rule's
+# `notify` without `template`); rules may name others, which may be set too
+PREFERENCE_TEMPLATES = ("new_chat", "new_message", "assigned", "mention", "unread_messages", "unattended",
+                        "notification")
+
+
+def _preferences_json(row) -> dict:
+    prefs = dict(row["notifications"] or {})
+    agent = agent_from_row(dict(row))
+    names = list(PREFERENCE_TEMPLATES) + sorted(t for t in prefs if t not in PREFERENCE_TEMPLATES and t != "*")
+    return {"notifications": prefs, "default": prefs.get("*", "in_app"), "email": row["email"],
+            "effective": {t: agent.notification_channel(t) for t in names}}
+
+
+@bp.get("/me/preferences")
+def get_preferences():
+    me = current_agent()
+    return jsonify(_preferences_json(me))
+
+
+@bp.patch("/me/preferences")
+def patch_preferences():
+    """Set how templates reach this agent (merged into what is set; null removes one).
+    ``email`` needs an email address on the agent (PATCH /api/me {email})."""
+    me = current_agent()
+    data = body("Preferences")
+    with _runtime().db.begin() as conn:
+        row = conn.execute(select(S.agents).where(S.agents.c.id == me["id"]).with_for_update()
+                           if conn.dialect.name == "postgresql" else
+                           select(S.agents).where(S.agents.c.id == me["id"])).mappings().first()
+        prefs = dict(row["notifications"] or {})
+        for template, channel in data["notifications"].items():
+            if channel is None:
+                prefs.pop(template, None)
+            else:
+                prefs[template] = channel
+        if "email" in prefs.values() and not row["email"]:
+            raise ApiError(409, "no_email", "set an email address first (PATCH /api/me {\"email\": …}) to get "
+                           "notifications by email")
+        conn.execute(update(S.agents).where(S.agents.c.id == me["id"]).values(notifications=prefs))
+        row = conn.execute(select(S.agents).where(S.agents.c.id == me["id"])).mappings().first()
+    return jsonify(_preferences_json(row))
 
 
 @bp.get("/agents")

@@ -54,6 +54,8 @@ DEFAULTS = {
     "WEBHOOK_MAX_ATTEMPTS": 8,
     "WEBHOOK_BACKOFF": 30.0,  # seconds before the 2nd attempt; doubled each time
     "WEBHOOK_BACKOFF_MAX": 3600.0,
+    # agents' notifications by email: at most one email per agent and chat in this many seconds
+    "AGENT_EMAIL_WINDOW": 300.0,
 }
 
 
@@ -274,6 +276,7 @@ def _start_timer_thread(app: Flask, runtime: Runtime) -> None:
             try:
                 if runtime.run_due():
                     runtime.after_change()
+                runtime.send_agent_mail()  # a batch whose window ended
                 due = runtime.next_due()
                 wait = 1.0 if due is None else min(1.0, max(0.0, due - runtime.clock()))
             except Exception:  # keep ticking; the error is logged

@@ -72,6 +72,13 @@ def deliver_webhooks() -> int:
     return deliver_due(_runtime.db, _runtime.settings, _runtime.clock)
 
 
+def send_agent_emails() -> int:
+    """Collect and send the agents' batched notification emails whose window has ended
+    (enqueued by the scheduler)."""
+    _runtime._agent_mail_next = 0.0  # the scheduler saw one due: look, whatever this process thought
+    return _runtime.send_agent_mail()
+
+
 def webhook_queue(settings: dict, connection=None):
     """The queue of webhook deliveries: beside the rules' queue, which workers take first."""
     from rq import Queue

@@ -57,6 +57,9 @@ class Runtime:
         # called after a commit that stored webhook deliveries: wakes the embedded sender
         # (server.webhooks.Sender) or enqueues a delivery job (scaled workers)
         self.webhooks_stored = None
+        # when agents' batched notification emails may next be due (server.agent_mail);
+        # 0: look at once (a previous process may have left some)
+        self._agent_mail_next: float | None = 0.0
         self._ensure_ruleset(rules_paths, defaults)
 
     # ------------------------------------------------------------ rule sets
@@ -450,6 +453,7 @@ class Runtime:
         (``ON CONFLICT DO NOTHING``), so a redelivered event stores none twice. Returns the
         signals to publish once the transaction has committed."""
         chat_rows, timer_rows, note_rows, email_rows, trace_rows, hook_rows = [], [], [], [], [], []
+        agent_mail_rows = []
         rule_runs: dict = {}  # (rule, minute) -> [evaluated, fired, effects, last fired]
         for item in items:
             engine, cid = item.engine, item.chat_id
@@ -463,6 +467,11 @@ class Runtime:
                 if eff.kind == "notify":
                     note_rows.append(dict(key=eff.idempotency_key, agent_id=eff.recipient, chat_id=eff.chat_id,
                                           rule=eff.rule, template=eff.template, text=eff.text, at=eff.at))
+                    # the engine left out agents who turned the template off; those who
+                    # want it by email get it in the app and in a batched email
+                    agent = item.world.agents.get(eff.recipient)
+                    if agent is not None and agent.email and agent.notification_channel(eff.template) == "email":
+                        agent_mail_rows.append(note_rows[-1])
                 elif eff.kind == "email":
                     email_rows.append(dict(key=eff.idempotency_key, chat_id=eff.chat_id, to_addr=eff.recipient,
                                            template=eff.template, data=eff.data, at=eff.at))
@@ -494,6 +503,8 @@ class Runtime:
             self._emails_waiting = True
         if _insert_missing(conn, S.webhook_deliveries, hook_rows):
             self._webhooks_waiting = True
+        if _insert_missing(conn, S.agent_email_items, agent_mail_rows):
+            self._agent_mail_next = 0.0
         if trace_rows:
             conn.execute(S.traces.insert(), trace_rows)
         if rule_runs:
@@ -542,6 +553,7 @@ class Runtime:
                     self.webhooks_stored()
                 except Exception:  # the rows wait; the scheduler (or the next change) hands them over
                     log.exception("handing webhooks over failed")
+        self.send_agent_mail()
         if not self._emails_waiting:
             return
         self._emails_waiting = False
@@ -552,6 +564,20 @@ class Runtime:
                 _, failed = deliver_pending(self.db, self.settings, self.clock())
             if failed:
                 self._emails_waiting = True  # a failed one is tried again next time
+
+    def send_agent_mail(self) -> int:
+        """Collect and send the agents' batched notification emails whose window has ended
+        (nothing to do: one comparison). Returns how many were sent."""
+        due = self._agent_mail_next
+        if due is None or self.clock() < due or not (self.settings.get("MAILDIR") or self.settings.get("SMTP_URL")):
+            return 0
+        from . import agent_mail
+
+        window = float(self.settings.get("AGENT_EMAIL_WINDOW", 300))
+        with self.lock:
+            sent = agent_mail.deliver(self.db, self.settings, self.clock())
+        self._agent_mail_next = agent_mail.next_due(self.db, window)
+        return sent
 
     # ------------------------------------------------------------ deadlines
 

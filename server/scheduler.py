@@ -33,6 +33,7 @@ class Scheduler:
         self.clock = clock
         self._relayed: dict[str, float] = {}
         self._webhooks_handed = 0.0
+        self._agent_mail_handed = 0.0
 
     def claim_due(self, now: float) -> list:
         """Chats with deadlines due by ``now`` whose lease is free; they are leased."""
@@ -72,7 +73,22 @@ class Scheduler:
             self.queue.enqueue("server.jobs.process_chats", relay[i:i + BATCH], job_timeout=300,
                                result_ttl=60, failure_ttl=86400)
         self.hand_over_webhooks(now)
+        self.hand_over_agent_mail(now)
         return len(due), len(relay)
+
+    def hand_over_agent_mail(self, now: float) -> bool:
+        """Enqueue a job when a batch of agents' notification emails has come due (its
+        window ended with nothing else to send it), at most once per WEBHOOK_EVERY."""
+        if now - self._agent_mail_handed < WEBHOOK_EVERY:
+            return False
+        from .agent_mail import next_due
+
+        due = next_due(self.runtime.db, float(self.runtime.settings.get("AGENT_EMAIL_WINDOW", 300)))
+        if due is None or due > now:
+            return False
+        self._agent_mail_handed = now
+        self.queue.enqueue("server.jobs.send_agent_emails", job_timeout=300, result_ttl=60, failure_ttl=86400)
+        return True
 
     def hand_over_webhooks(self, now: float) -> bool:
         """Enqueue a delivery job when webhook deliveries are due (a retry after its

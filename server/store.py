@@ -32,6 +32,8 @@ agents = Table(
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("token_hash", String(64), unique=True),
     Column("reply_shortcut", String(10), nullable=False, default="enter"),
+    Column("email", String(300)),  # migration 0009: where notifications by email go
+    Column("notifications", JSON),  # {template | "*": in_app | email | off}; null: in_app for all
 )
 
 chats = Table(
@@ -93,6 +95,33 @@ emails = Table(
     Column("at", Float, nullable=False),
     Column("sent_at", Float),
     Column("message_id", String(300)),
+)
+
+agent_email_items = Table(  # migration 0009: notifications waiting for an agent's batched email
+    "agent_email_items", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(300), nullable=False, unique=True),  # the notification's idempotency key
+    Column("agent_id", String(100), nullable=False),
+    Column("chat_id", String(100), nullable=False),
+    Column("rule", String(200)),
+    Column("template", String(100)),
+    Column("text", Text),
+    Column("at", Float, nullable=False),
+    Column("email_id", Integer),  # the agent_emails row that carried it (0: none, no address); null: waiting
+    Index("ix_agent_email_items_waiting", "email_id", "agent_id", "chat_id"),
+)
+
+agent_emails = Table(  # migration 0009: one per agent, chat and window
+    "agent_emails", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(100), nullable=False),
+    Column("chat_id", String(100), nullable=False),
+    Column("to_addr", String(300), nullable=False),
+    Column("items", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("sent_at", Float),
+    Column("message_id", String(300)),
+    Index("ix_agent_emails_window", "agent_id", "chat_id", "created_at"),
 )
 
 webhook_deliveries = Table(  # migration 0008; server.webhooks posts them after the commit

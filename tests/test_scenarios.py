@@ -189,3 +189,51 @@ def test_cli_dry_run_json(capsys):
     assert any(e["kind"] == "rule" and e.get("rule") == "default.subscribe_operators" and e.get("fired")
                for e in timeline)
     assert any(e["kind"] == "effect" and e["detail"]["to"] == "olga" for e in timeline)
+
+
+# ---------------------------------------------------------------- webhooks: expectations that fail
+
+WEBHOOK_SCENARIO = """\
+rules: [{rules}]
+defaults: false
+tests:
+  - name: t
+    steps:
+      - {{at: 0s, start_chat: {{chat: c1, customer: {{id: u1}}, text: "Hi"}}}}
+      - {{at: 1m, customer_message: {{chat: c1, text: "urgent!"}}}}
+    expect:
+      - at: 1m
+        webhooks: {want}
+"""
+
+
+@pytest.mark.parametrize(("want", "passes"), [
+    ("[pager, audit]", True),
+    ("[audit, pager]", True),  # order does not matter
+    ("[{name: pager, event: message.created, chat: c1, rule: pager_on_urgent}, audit]", True),
+    ("[pager]", False),  # exactly: audit was posted too
+    ("[pager, audit, crm]", False),
+    ("[{name: pager, event: chat.closed}, audit]", False),
+    ("[{name: pager, chat: c2}, audit]", False),
+    ("[]", False),
+])
+def test_webhooks_expectations_are_exact(tmp_path, want, passes):
+    path = tmp_path / "s.yaml"
+    path.write_text(WEBHOOK_SCENARIO.format(rules=SCENARIOS / "rules" / "webhooks.rules", want=want), encoding="utf-8")
+    scenario = prepare(load_scenario(path))
+    result = run_test(scenario, scenario.tests[0])
+    assert result.passed is passes, _report(result)
+    if not passes:
+        assert [f.where for f in result.failures] == ["at 1m: webhooks"]
+
+
+@pytest.mark.parametrize("want", ["pager", "[{name: pager, to: x}]", "[{event: chat.closed}]", "[[pager]]"])
+def test_a_malformed_webhooks_expectation_is_a_located_error(tmp_path, want):
+    from dsl.errors import SourceError
+
+    path = tmp_path / "s.yaml"
+    path.write_text(WEBHOOK_SCENARIO.format(rules=SCENARIOS / "rules" / "webhooks.rules", want=want), encoding="utf-8")
+    with pytest.raises(SourceError) as e:
+        load_scenario(path)
+    d = e.value.diagnostics[0]
+    assert d.code == "scenario_error" and "webhooks" in d.message and d.span.line >= 9
