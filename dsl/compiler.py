@@ -19,7 +19,7 @@ from .errors import Diagnostic, Span, did_you_mean
 from .routing import NO_ROUTING, CompiledRouting, compile_routing
 from .schedule import CompiledSchedule, compile_schedule
 from .templates import template_problems
-from .types import UNKNOWN, Scope, check_condition, check_expr, check_schedule_name, timezones
+from .types import UNKNOWN, Scope, check_business_duration, check_condition, check_expr, check_schedule_name, timezones
 
 DEFAULT_PRIORITY = 0
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.rules"
@@ -228,6 +228,8 @@ class _Compiler:
                 scope = Scope(None, frozenset(schedules), self.report)
                 if p.within is not None:
                     check_schedule_name(p.within, p.within_span, scope)
+                    for line in p.lines:
+                        check_business_duration(line.duration, scope)
                 constant = UNKNOWN
                 if p.when is not None and self._sla_condition(p.when):
                     constant = check_condition(p.when, scope).const

@@ -101,6 +101,11 @@ def next_midnight(ts: float, tz: str) -> float:
 
 WEEK = 7 * 86400
 _EMPTY_WEEKS = 3  # weeks in a row with no time inside: the schedule has none (left unarmed)
+# How far ahead business time is counted: a deadline further away is never armed. Bounds
+# the work of one deadline (a week of cuts at a time) whatever the rule text says, e.g.
+# a long duration inside a schedule of one minute a week.
+MAX_WEEKS = 106
+MAX_BUSINESS_SECONDS = 366 * 86400  # the longest duration `within` a schedule (compile check)
 
 
 def _offset(zone, ts: float):
@@ -144,9 +149,10 @@ def schedule_cuts(sched: CompiledSchedule, lo: float, hi: float) -> list:
 
 def _segments(sched: CompiledSchedule, start: float):
     """(segment start, segment end, inside) from ``start`` on, a week of cuts at a time;
-    ends after ``_EMPTY_WEEKS`` weeks in a row with no time inside."""
-    t, empty = start, 0
-    while empty < _EMPTY_WEEKS:
+    ends after ``_EMPTY_WEEKS`` weeks in a row with no time inside, or ``MAX_WEEKS``."""
+    t, empty, weeks = start, 0, 0
+    while empty < _EMPTY_WEEKS and weeks < MAX_WEEKS:
+        weeks += 1
         week_end = t + WEEK
         inside_any = False
         seg = t
@@ -162,7 +168,8 @@ def _segments(sched: CompiledSchedule, start: float):
 @functools.lru_cache(maxsize=65536)
 def business_deadline(sched: CompiledSchedule, start: float, seconds: float) -> float | None:
     """The first instant by which ``seconds`` of time inside ``sched`` have passed since
-    ``start``, or None if the schedule has no time inside at all.
+    ``start``, or None if the schedule has no time inside at all (or not that much within
+    ``MAX_WEEKS`` weeks).
 
     Exact: ``business_seconds(sched, start, result) == seconds`` and any earlier instant has
     less. Cached: a state's anchor stays the same through its episode, and the engine

@@ -174,6 +174,7 @@ def _check_for(node: ast.For, scope: Scope) -> Typed:
         inner = inner.expr
     if node.within is not None:
         check_schedule_name(node.within, node.within_span, scope)
+        check_business_duration(node.duration, scope)
     if not (isinstance(inner, ast.Ref) and inner.name in V.STATES):
         name = inner.name if isinstance(inner, ast.Ref) else None
         if isinstance(inner, ast.Ref) and fact_type(inner.name) is None:
@@ -254,6 +255,16 @@ def _out_of_range(t: V.Type, value: Typed) -> bool:
     if not value.known or not isinstance(value.const, int) or isinstance(value.const, bool):
         return False
     return (t.low is not None and value.const < t.low) or (t.high is not None and value.const > t.high)
+
+
+def check_business_duration(duration: ast.Duration, scope: Scope) -> None:
+    """Report a duration too long to count inside a schedule (see dsl.schedule.MAX_WEEKS)."""
+    from .schedule import MAX_BUSINESS_SECONDS
+
+    if duration.seconds > MAX_BUSINESS_SECONDS:
+        scope.report(duration.span, "bad_duration",
+                     f"`{duration.text}` is too long to count within a schedule: at most 366d",
+                     "business time is counted up to two years ahead")
 
 
 def check_schedule_name(name: str, span, scope: Scope) -> None:
