@@ -230,6 +230,10 @@ def render_timeline(scenario, test, result, color=False) -> str:
             lines.append(f"{t} {c('35', 'timer')}   cancelled {e.rule} for {e.chat_id} (was due +{_fmt_time(d['due'] - t0)})")
         elif e.kind == "timer_fired":
             lines.append(f"{t} {c('35', 'timer')}   due: {e.rule} for {e.chat_id}; the chat's state rules are evaluated")
+        elif e.kind == "anchor":
+            state = (f"became true, held from +{_fmt_time(d['since'] - t0)}" if d.get("since") is not None
+                     else "is false again")
+            lines.append(f"{t} {c('35', 'anchor')}  ({d.get('condition')}) {state} for {e.chat_id}")
         elif e.kind == "effect":
             what = f"{d['kind']} {d.get('to') or ''}".rstrip()
             tpl = f" [{d['template']}]" if d.get("template") else ""

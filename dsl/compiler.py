@@ -31,8 +31,11 @@ class CompiledRule:
 
     ``temporals`` are the ``(state, seconds)`` pairs of its ``STATE for D`` predicates
     (``(state, seconds, schedule)`` for ``STATE for D within "schedule"``), from which the
-    engine computes the exact next deadline; ``sla_states`` the ``(SLA state, target)``
-    pairs it reads (their due times are deadlines too); ``clock`` is true when the condition
+    engine computes the exact next deadline; ``durations`` the ``(key, seconds)`` pairs of
+    its ``(CONDITION) for D`` predicates, ``key`` being the condition's canonical text, under
+    which the engine keeps the instant it became true (its anchor); ``anchored`` the
+    ``(key, condition)`` of each, innermost first; ``sla_states`` the ``(SLA state,
+    target)`` pairs it reads (their due times are deadlines too); ``clock`` is true when the condition
     reads the time of day (schedules, ``hour``, ``weekday``), so the engine also wakes at
     the next change of those. ``constant`` is the folded condition (True/False) when the
     compiler could decide it, else UNKNOWN.
@@ -50,6 +53,8 @@ class CompiledRule:
     span: Span
     id_span: Span = None
     temporals: tuple = ()
+    durations: tuple = ()
+    anchored: tuple = ()
     schedules: tuple = ()
     sla_states: tuple = ()  # (SLA state, target) pairs the condition reads
     clock: bool = False
@@ -302,13 +307,15 @@ class _Compiler:
         priority = rule.priority if rule.priority is not None else DEFAULT_PRIORITY
         temporals, used, clock = _temporal_facts(rule.when)
         sla_states = _sla_states(rule.when)
+        durations, anchored = duration_conditions(rule.when)
         errors_after = len([d for d in self.diagnostics if d.severity == "error"])
         if errors_after > errors_before:
             return None
         return CompiledRule(
             id=rule.id, title=rule.title, on=rule.on, when=rule.when, actions=rule.actions,
             priority=priority, path=path, file_index=fi, position=pos, span=rule.span, id_span=rule.id_span,
-            temporals=temporals, schedules=used, clock=clock, constant=constant, sla_states=sla_states,
+            temporals=temporals, durations=durations, anchored=anchored, schedules=used, clock=clock,
+            constant=constant, sla_states=sla_states,
             is_default=is_default, overrides=overrides,
         )
 
@@ -348,7 +355,7 @@ def _temporal_facts(expr) -> tuple:
             inner = node.operand
             while isinstance(inner, ast.Paren):
                 inner = inner.expr
-            if isinstance(inner, ast.Ref):
+            if isinstance(inner, ast.Ref) and inner.name in V.STATES:
                 entry = (inner.name, node.duration.seconds) if node.within is None else \
                     (inner.name, node.duration.seconds, node.within)
                 if entry not in temporals:
@@ -379,6 +386,52 @@ def _sla_states(expr) -> tuple:
             out.append((node.name, node.args[0].value))
         stack.extend(reversed(_children(node)))
     return tuple(out)
+
+
+def unparen(node):
+    while isinstance(node, ast.Paren):
+        node = node.expr
+    return node
+
+
+def is_state_duration(node: ast.For) -> bool:
+    """``STATE for D`` (the state's own anchor), as opposed to ``(CONDITION) for D``."""
+    inner = unparen(node.operand)
+    return isinstance(inner, ast.Ref) and inner.name in V.STATES
+
+
+def anchor_key(condition) -> str:
+    """The name under which the engine keeps the anchor of ``(condition) for D``: its
+    canonical text, so the same condition shares one anchor, and an anchor survives a new
+    rule set that keeps the condition (and is dropped by one that changes it)."""
+    from .formatter import format_expr
+
+    try:
+        return format_expr(unparen(condition))
+    except ValueError:  # a tree built by hand with what no rule text holds (a negative number)
+        return repr(unparen(condition))
+
+
+def duration_conditions(expr) -> tuple:
+    """(durations, anchored) of a condition: the ``(key, seconds)`` of each
+    ``(CONDITION) for D`` in it, and each such condition once as ``(key, node)``, a
+    condition nested in another before it (its anchor is refreshed first)."""
+    durations, anchored, keys = [], [], set()
+
+    def walk(node):
+        for child in _children(node):
+            walk(child)
+        if isinstance(node, ast.For) and not is_state_duration(node):
+            key = anchor_key(node.operand)
+            if (key, node.duration.seconds) not in durations:
+                durations.append((key, node.duration.seconds))
+            if key not in keys:
+                keys.add(key)
+                anchored.append((key, unparen(node.operand)))
+
+    if expr is not None:
+        walk(expr)
+    return tuple(durations), tuple(anchored)
 
 
 def _children(node):

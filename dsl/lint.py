@@ -25,6 +25,8 @@ LINT_CODES = {
     "sla_unreachable": "an SLA policy never applies: its `when` is never true, or an earlier policy takes every chat",
     "sla_target_unset": "a rule reads an SLA state of a target no policy sets: it is never true",
     "sla_due_soon_unset": "a rule reads `chat.sla_due_soon` but no policy setting that target has `due_soon`",
+    "unobserved_duration": "a `(CONDITION) for D` reads facts no event of the chat changes: its anchor is late, "
+                           "or it only counts the chat's age",
 }
 
 
@@ -87,6 +89,7 @@ def lint(ruleset: RuleSet) -> list[Diagnostic]:
             warn(r.when.span, "always_false", f"the condition of `{r.id}` is never true; the rule never fires")
         if r.on == V.UPDATE_EVENT and not _has_change_condition(r.when):
             _check_unguarded_update(r, warn)
+        _check_durations(r, warn)
         for a in r.actions:
             if a.kind == "notify":
                 _check_target(r, a, warn)
@@ -187,6 +190,70 @@ def _sla_calls(expr) -> list:
             if child is not None and not isinstance(child, (str, int, bool)):
                 stack.append(child)
     return sorted(out, key=lambda n: (n.span.line, n.span.column))
+
+
+def _check_durations(rule, warn) -> None:
+    """A duration's anchor moves at the chat's events and deadlines: a fact that changes
+    without one (``assignee.open_chats``, ``now``) is noticed late, and a condition of facts
+    no event changes holds from the chat's start (the duration is the chat's age)."""
+    for node in _for_nodes(rule.when):
+        inner = node.operand
+        while isinstance(inner, ast.Paren):
+            inner = inner.expr
+        if isinstance(inner, ast.Ref) and inner.name in V.STATES:
+            continue
+        facts, timed = _facts_read(inner)
+        late = sorted(f for f in facts if f in V.UNOBSERVED_FACTS)
+        if late:
+            warn(inner.span, "unobserved_duration",
+                 f"`{late[0]}` changes with no event of the chat: the duration starts only at the chat's next "
+                 "event or deadline after it does",
+                 "hold a condition on the chat's own facts and states")
+        elif not timed and facts and all(f in V.STATIC_FACTS or f.startswith(V.STATIC_FIELD_PREFIX) for f in facts):
+            from .formatter import format_expr
+
+            warn(inner.span, "unobserved_duration",
+                 f"no event changes `{format_expr(inner)}`: it holds from the chat's start, so the duration is the chat's age",
+                 f"to count from the chat's start write `chat.open for {node.duration.text}` beside the condition")
+
+
+def _for_nodes(expr) -> list:
+    out, stack = [], [expr] if expr is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.For):
+            out.append(node)
+        stack.extend(_sub_nodes(node))
+    return sorted(out, key=lambda n: (n.span.line, n.span.column))
+
+
+def _sub_nodes(node) -> list:
+    out = list(getattr(node, "items", ()) or ()) + list(getattr(node, "args", ()) or ())
+    for attr in ("operand", "left", "right", "expr", "fact", "old", "new"):
+        child = getattr(node, attr, None)
+        if child is not None and not isinstance(child, (str, int, bool)):
+            out.append(child)
+    return out
+
+
+def _facts_read(expr) -> tuple:
+    """(names of the facts a condition reads, whether it reads a state or the time of day
+    through a function the engine wakes for)."""
+    facts, timed, stack = set(), False, [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Ref):
+            if node.name in V.STATES:
+                timed = True
+            else:
+                facts.add(node.name)
+        elif isinstance(node, ast.Call) and node.name in ("in_schedule", "hour", "weekday"):
+            timed = True
+            continue  # the engine wakes at each change of these: their `now` is observed
+        elif isinstance(node, ast.For):
+            timed = True
+        stack.extend(_sub_nodes(node))
+    return facts, timed
 
 
 def _show(targets) -> str:

@@ -169,25 +169,91 @@ def _span_of(node):
 
 
 def _check_for(node: ast.For, scope: Scope) -> Typed:
+    """``STATE for D`` holds once the state has held for D since its anchor;
+    ``(CONDITION) for D`` once the whole condition has held for D since it became true. The
+    condition must be about the chat: facts of one event (``event.*``, ``message.*``, the
+    acting ``agent.*``) and change conditions do not last, so they cannot be held."""
     inner = node.operand
     while isinstance(inner, ast.Paren):
         inner = inner.expr
     if node.within is not None:
         check_schedule_name(node.within, node.within_span, scope)
         check_business_duration(node.duration, scope)
-    if not (isinstance(inner, ast.Ref) and inner.name in V.STATES):
-        name = inner.name if isinstance(inner, ast.Ref) else None
-        if isinstance(inner, ast.Ref) and fact_type(inner.name) is None:
-            check_ref(inner, scope)
-        else:
-            what = f"`{name}` is not a state" if name else "`for` applies to a state"
-            hint = (did_you_mean(name, V.STATES) if name else None) or "states: " + ", ".join(V.STATES)
-            if isinstance(inner, ast.Call) and inner.name in V.SLA_STATES:
-                what = "`for` does not apply to an SLA state"
-                hint = "set the time in the policy: `due_soon` says how long before its due time a target is due soon"
-            scope.report(_span_of(node.operand), "unknown_state", what, hint)
+    if isinstance(inner, ast.Ref) and inner.name in V.STATES:
         return Typed(V.BOOL)
+    sla_calls = [n for n in _nodes(node.operand) if isinstance(n, ast.Call) and n.name in V.SLA_STATES]
+    if sla_calls:
+        scope.report(sla_calls[0].span if inner is not sla_calls[0] else _span_of(node.operand), "unknown_state",
+                     "`for` does not apply to an SLA state",
+                     "set the time in the policy: `due_soon` says how long before its due time a target is due soon")
+        return Typed(V.BOOL)
+    if node.within is not None:
+        scope.report(node.within_span, "unknown_state",
+                     "`within` counts a state's duration in business time, not a condition's",
+                     'hold a state, e.g. `chat.awaiting_agent for 2h within "support_hours"`')
+        return Typed(V.BOOL)
+    if isinstance(inner, ast.Ref):
+        t = fact_type(inner.name)
+        if t is None:
+            check_ref(inner, scope)
+            return Typed(V.BOOL)
+        if t.name not in ("bool", "any"):
+            scope.report(inner.span, "unknown_state", f"`{inner.name}` is not a state",
+                         (did_you_mean(inner.name, V.STATES) or "states: " + ", ".join(V.STATES))
+                         + "; a condition for a duration is written in parentheses, "
+                         + f"e.g. `({inner.name} == …) for {node.duration.text}`")
+            return Typed(V.BOOL)
+    t = check_expr(node.operand, scope)
+    if t.type.name not in ("bool", "any"):
+        scope.report(node.operand.span, "unknown_state",
+                     f"`for` applies to a state or a condition, not {_describe(t.type)}",
+                     "`for` binds to what stands just before it: write the condition in "
+                     f"parentheses, e.g. `(chat.priority >= 3) for {node.duration.text}`")
+        return Typed(V.BOOL)
+    for name, span in _event_facts(node.operand):
+        scope.report(span, "duration_of_event",
+                     f"{name} belongs to one event: a condition held `for` a duration must be about the chat",
+                     "test it outside the parentheses, or use a fact of the chat")
+    if t.known and t.const is False:
+        return Typed(V.BOOL, False)
     return Typed(V.BOOL)
+
+
+_EVENT_ROOTS = ("event.", "message.", "agent.")
+
+
+def _nodes(node) -> list:
+    """Every node of a condition, the node itself first."""
+    out, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        out.append(n)
+        for attr in ("items", "args"):
+            stack.extend(getattr(n, attr, ()) or ())
+        for attr in ("operand", "left", "right", "expr", "fact", "old", "new"):
+            child = getattr(n, attr, None)
+            if child is not None and not isinstance(child, (str, int, bool)):
+                stack.append(child)
+    return out
+
+
+def _event_facts(node) -> list:
+    """(name, span) of each fact of the current event (or change condition) in a condition."""
+    found, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Ref) and n.name.startswith(_EVENT_ROOTS):
+            found.append((f"`{n.name}`", n.span))
+        elif isinstance(n, ast.Changed):
+            found.append(("a change condition", n.span))
+            continue
+        for attr in ("items", "args"):
+            stack.extend(getattr(n, attr, ()) or ())
+        for attr in ("operand", "left", "right", "expr"):
+            child = getattr(n, attr, None)
+            if child is not None and not isinstance(child, (str, int, bool)):
+                stack.append(child)
+    return sorted(found, key=lambda f: (f[1].line, f[1].column))
 
 
 def _changeable_hint() -> str:
@@ -334,6 +400,17 @@ def _comparable(a: V.Type, b: V.Type) -> bool:
 
 def _check_compare(node: ast.Compare, scope: Scope) -> Typed:
     op = node.op
+    if isinstance(node.right, ast.For):
+        # `chat.priority >= 3 for 15m` reads as `chat.priority >= (3 for 15m)`
+        from .formatter import format_expr
+
+        check_expr(node.left, scope)
+        check_expr(node.right.operand, scope)
+        meant = format_expr(ast.Compare(op, node.left, node.right.operand))
+        scope.report(node.right.span, "unknown_state",
+                     f"`for` applies to the value just before it, not to the comparison",
+                     f"write the condition in parentheses: `({meant}) for {node.right.duration.text}`")
+        return Typed(V.BOOL)
     left = check_expr(node.left, scope)
     if op == "matches":
         try:  # the engine matches with the `regex` module (it can time out); check with it

@@ -152,6 +152,15 @@ SLA_STATES: dict[str, str] = {
     "chat.sla_breached": "the target was not met by its due time",
 }
 
+# What a `(CONDITION) for D` may read, by how the engine sees it change. Its anchor is
+# refreshed at each event and deadline of the chat, so a fact that changes with no event of
+# the chat (another chat's assignment changes `assignee.open_chats`) moves it late, and a
+# condition of facts that nothing changes after the chat starts just counts the chat's age.
+UNOBSERVED_FACTS = frozenset({"assignee.open_chats", "assignee.name", "assignee.departments", "now"})
+STATIC_FACTS = frozenset({"chat.id", "chat.channel", "chat.page_url", "chat.created_at", "chat.language",
+                          "customer.id", "customer.name", "customer.email", "customer.language"})
+STATIC_FIELD_PREFIX = "customer.fields."
+
 
 @dataclass(frozen=True)
 class Function:

@@ -18,6 +18,7 @@ import functools
 from dsl import ast
 from dsl import vocabulary as V
 from dsl.schedule import business_deadline
+from dsl.compiler import anchor_key, is_state_duration
 
 from . import conditions as ref
 from .context import getter
@@ -129,6 +130,9 @@ class _Gen:
             while isinstance(inner, ast.Paren):
                 inner = inner.expr
             s = self.tmp()
+            if not is_state_duration(n):  # the whole condition's anchor, kept by the engine
+                key = self.const(anchor_key(inner))
+                return f"(({s} := ctx.anchors.get({key})) is not None and ctx.now - {s} >= {n.duration.seconds!r})"
             since = self.const(STATE_FUNCS[inner.name])
             if n.within is not None:
                 due, d = self.const(functools.partial(_business_due, self.schedules[n.within], n.duration.seconds)), self.tmp()

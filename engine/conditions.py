@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import regex
 
 from dsl import ast
+from dsl.compiler import anchor_key, is_state_duration
 from dsl.schedule import business_deadline
 from dsl.vocabulary import SLA_STATES, UPDATE_EVENT, change_key
 
@@ -197,8 +198,15 @@ def _compile_for(node: ast.For, schedules):
     inner = node.operand
     while isinstance(inner, ast.Paren):
         inner = inner.expr
-    since = STATE_FUNCS[inner.name]
     seconds = node.duration.seconds
+    if not is_state_duration(node):
+        key = anchor_key(inner)
+
+        def held_condition(ctx):
+            s = ctx.anchors.get(key)
+            return s is not None and ctx.now - s >= seconds
+        return held_condition
+    since = STATE_FUNCS[inner.name]
     if node.within is not None:
         sched = schedules[node.within]
 
@@ -291,9 +299,14 @@ def explain(node, ctx, schedules) -> list:
             r = inner.operand
             while isinstance(r, ast.Paren):
                 r = r.expr
-            since = STATE_FUNCS[r.name](ctx.chat)
-            sched = schedules.get(inner.within) if inner.within is not None else None
-            out.append((depth + 1, f"{r.name} {_held(since, ctx.now, inner.duration, sched)}", since is not None))
+            if is_state_duration(inner):
+                since = STATE_FUNCS[r.name](ctx.chat)
+                sched = schedules.get(inner.within) if inner.within is not None else None
+                out.append((depth + 1, f"{r.name} {_held(since, ctx.now, inner.duration, sched)}", since is not None))
+            else:
+                since = ctx.anchors.get(anchor_key(r))
+                out.append((depth + 1, f"the condition {_held(since, ctx.now, inner.duration)}", since is not None))
+                walk(r, depth + 1)
         elif isinstance(inner, ast.Compare):
             for side in (inner.left, inner.right):
                 if isinstance(side, (ast.Ref, ast.Call)):

@@ -14,10 +14,13 @@ class Context:
     """One evaluation: the chat, the event being handled (None at a deadline), the message
     of a message event, the agent who caused the event, and the engine's clock."""
 
-    __slots__ = ("world", "chat", "event", "message", "agent", "now", "ruleset")
+    __slots__ = ("world", "chat", "event", "message", "agent", "now", "ruleset", "anchors")
 
-    def __init__(self, world, chat, event, now, ruleset=None):
+    def __init__(self, world, chat, event, now, ruleset=None, anchors=None):
         self.world = world
+        # key -> instant each `(CONDITION) for D` condition of the rule set became true
+        # (engine.core keeps them per chat and refreshes them at every event and deadline)
+        self.anchors = anchors if anchors is not None else {}
         self.chat = chat
         self.event = event
         self.now = now

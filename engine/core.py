@@ -65,12 +65,16 @@ class Outcome:
 
 def _wakers(rule, schedules) -> tuple:
     """Functions giving the next instant a time-of-day part of the condition can change."""
+    return _wakers_of(rule.when, rule.schedules, schedules)
+
+
+def _wakers_of(when, schedule_ids, schedules) -> tuple:
     from dsl import ast
 
     out = []
-    for sid in rule.schedules:
+    for sid in schedule_ids:
         out.append(schedules[sid].next_change)
-    stack = [rule.when] if rule.when is not None else []
+    stack = [when] if when is not None else []
     while stack:
         node = stack.pop()
         if isinstance(node, ast.Call) and node.name in ("hour", "weekday"):
@@ -86,20 +90,62 @@ def _wakers(rule, schedules) -> tuple:
     return tuple(out)
 
 
-_COMPILED: dict = {}  # id(ruleset) -> (ruleset, rules): a service builds an Engine per command
+@dataclass(slots=True)
+class _Anchored:
+    """A ``(CONDITION) for D`` condition of the rule set: the engine keeps, per chat, the
+    instant it became true under ``key``. ``temporals``, ``durations`` and ``wakers`` are
+    its own time-driven parts (a ``STATE for D``, a nested duration, a schedule), at whose
+    instants it can become true with no event: the engine wakes the chat then."""
+
+    key: str
+    cond: object
+    temporals: tuple
+    durations: tuple
+    wakers: tuple
+
+
+# The id of the deadline that wakes a chat when only an anchored condition's own time-driven
+# part is due (no rule's deadline falls then). Not a rule id: rule ids cannot start with @.
+WAKE_TIMER = "@durations"
+ENGINE_TIMERS = (WAKE_TIMER,)
+
+
+def _anchored_conditions(ruleset) -> list:
+    """Every anchored condition of the rule set once, each after the ones nested in it."""
+    from dsl.compiler import _temporal_facts, duration_conditions
+
+    seen, out = {}, []
+    for r in ruleset.rules:
+        for key, node in r.anchored:
+            if key in seen:
+                continue
+            temporals, used, _ = _temporal_facts(node)
+            durations, _ = duration_conditions(node)
+            seen[key] = _Anchored(key, compile_condition(node, ruleset.schedules), temporals, durations,
+                                  _wakers_of(node, used, ruleset.schedules))
+            out.append(seen[key])
+    depth = {a.key: 0 for a in out}
+    for a in out:  # a nested duration's key is among a.durations; it must come first
+        for key, _ in a.durations:
+            depth[a.key] = max(depth[a.key], depth.get(key, 0) + 1)
+    return sorted(out, key=lambda a: depth[a.key])
+
+
+_COMPILED: dict = {}  # id(ruleset) -> (ruleset, rules, anchored): a service builds an Engine per command
 
 
 def _compiled_rules(ruleset) -> list:
     """The rule set's conditions as generated functions, compiled once per rule set."""
     hit = _COMPILED.get(id(ruleset))
     if hit is not None and hit[0] is ruleset:
-        return hit[1]
+        return hit[1], hit[2]
     rules = [_Rule(r, compile_condition(r.when, ruleset.schedules), i, _wakers(r, ruleset.schedules))
              for i, r in enumerate(ruleset.rules)]
+    anchored = _anchored_conditions(ruleset)
     if len(_COMPILED) >= 16:  # a few versions stay warm; an old one compiles again if it comes back
         _COMPILED.pop(next(iter(_COMPILED)))
-    _COMPILED[id(ruleset)] = (ruleset, rules)
-    return rules
+    _COMPILED[id(ruleset)] = (ruleset, rules, anchored)
+    return rules, anchored
 
 
 class Engine:
@@ -122,6 +168,9 @@ class Engine:
         self.effects: list[Effect] = []
         self.last: dict[tuple, bool] = {}  # (chat, rule) -> condition value at its last evaluation
         self.timers: dict[tuple, float] = {}  # (chat, rule) -> due
+        # chat -> {key: instant}: when each anchored condition (`(CONDITION) for D`) last
+        # became true; stored with the chat's rule memory, so it survives restarts
+        self.anchors: dict[str, dict] = {}
         self._heap: list = []
         self.now: float | None = None
         self.set_ruleset(ruleset)
@@ -133,13 +182,18 @@ class Engine:
         rules take effect from each chat's next event or deadline."""
         self.ruleset = ruleset
         self.world.routing = ruleset.routing
-        self.rules = _compiled_rules(ruleset)
+        self.rules, self._anchored = _compiled_rules(ruleset)
         self._by_id = {r.id: r for r in self.rules}
         self._plans: dict[str, list] = {}
         self._timed = [r for r in self.rules if r.rule.on is None
-                       and (r.rule.temporals or r.wakers or r.rule.sla_states)]
+                       and (r.rule.temporals or r.rule.durations or r.wakers or r.rule.sla_states)]
         self._state_plan = [r for r in self.rules if r.rule.on is None]
-        for key in [k for k in self.timers if k[1] not in self._by_id]:
+        self._wake = [a for a in self._anchored if a.temporals or a.durations or a.wakers]
+        keys = {a.key for a in self._anchored}
+        for anchors in self.anchors.values():
+            for key in [k for k in anchors if k not in keys]:
+                del anchors[key]
+        for key in [k for k in self.timers if k[1] not in self._by_id and k[1] not in ENGINE_TIMERS]:
             due = self.timers.pop(key)
             self._log("timer_cancelled", due if self.now is None else self.now, key[0], rule=key[1],
                       detail={"due": due, "reason": "rule removed"})
@@ -204,6 +258,7 @@ class Engine:
         return {
             "last": {rule: v for (chat, rule), v in self.last.items() if chat == chat_id},
             "timers": {rule: due for (chat, rule), due in self.timers.items() if chat == chat_id},
+            "since": dict(self.anchors.get(chat_id) or {}),
         }
 
     def load_chat_state(self, chat_id: str, state: dict | None) -> None:
@@ -211,10 +266,14 @@ class Engine:
             if rule in self._by_id:
                 self.last[(chat_id, rule)] = bool(v)
         for rule, due in ((state or {}).get("timers") or {}).items():
-            if rule in self._by_id:
-                r = self._by_id[rule]
+            if rule in self._by_id or rule in ENGINE_TIMERS:
+                order = self._by_id[rule].order if rule in self._by_id else -1
                 self.timers[(chat_id, rule)] = float(due)
-                heapq.heappush(self._heap, (float(due), r.order, chat_id, rule))
+                heapq.heappush(self._heap, (float(due), order, chat_id, rule))
+        keys = {a.key for a in self._anchored}
+        since = {k: float(v) for k, v in ((state or {}).get("since") or {}).items() if k in keys}
+        if since:
+            self.anchors[chat_id] = since
 
     def process(self, events, at: float) -> Outcome:
         """Evaluate rules on events (and everything they cause), then re-arm deadlines."""
@@ -271,10 +330,14 @@ class Engine:
 
     def _evaluate(self, event, chat_id, at, out: Outcome) -> list:
         plan = self._event_plan(event)
-        if not plan and not self.tracing:
-            return []  # a chat.updated nobody listens to costs nothing more
         chat = self.world.chats[chat_id]
-        ctx = Context(self.world, chat, event, at, self.ruleset)
+        if self._anchored:  # every change of the chat comes with an event: notice it here
+            ctx = Context(self.world, chat, event, at, self.ruleset, self.anchors.setdefault(chat_id, {}))
+            self._refresh_anchors(ctx)
+        elif not plan and not self.tracing:
+            return []  # a chat.updated nobody listens to costs nothing more
+        else:
+            ctx = Context(self.world, chat, event, at, self.ruleset)
         if self.tracing:
             detail = {"actor": event.actor, "agent": event.agent_id, "rule": event.rule, "message": event.message_id}
             if event.type == UPDATE_EVENT:
@@ -307,12 +370,30 @@ class Engine:
                                   "state_rule": r.rule.on is None, "was_true": was})
             if fire:
                 events, stopped = self._fire(r, ctx, key_event, at, out)
+                if self._anchored:  # the rules after it see what its actions changed
+                    self._refresh_anchors(ctx)
                 caused.extend(events)
                 if stopped:
                     self._log("stop", at, chat_id, rule=r.id, event=event_type, event_id=key_event)
                     self._rearm_skipped(plan[i + 1:], ctx)
                     break
         return caused
+
+    def _refresh_anchors(self, ctx: Context) -> None:
+        """Each anchored condition's anchor: kept while it holds, set to now when it has
+        just become true, dropped when false (innermost first: an outer condition reads
+        the anchors nested in it)."""
+        anchors, now = ctx.anchors, ctx.now
+        for a in self._anchored:
+            if a.cond(ctx) is True:
+                if a.key not in anchors:
+                    anchors[a.key] = now
+                    if self.tracing:
+                        self._log("anchor", now, ctx.chat.id, detail={"condition": a.key, "since": now})
+            elif a.key in anchors:
+                del anchors[a.key]
+                if self.tracing:
+                    self._log("anchor", now, ctx.chat.id, detail={"condition": a.key, "since": None})
 
     def _rearm_skipped(self, rest, ctx: Context) -> None:
         """``stop`` keeps later rules from firing, not from noticing that a state rule's
@@ -353,44 +434,46 @@ class Engine:
         if chat is None:
             return
         anchors: dict = {}  # each state's anchor, computed once for all rules here
-        tracing, timers = self.tracing, self.timers
+        held = self.anchors.get(chat_id) or {}  # each anchored condition's
+        schedules = self.ruleset.schedules
+        armed = set()
         sla_ctx = None
         for r in self._timed:
-            due = None
-            for temporal in r.rule.temporals:
-                state, seconds = temporal[0], temporal[1]
-                since = anchors[state] if state in anchors else anchors.setdefault(state, STATE_FUNCS[state](chat))
-                if since is None:
-                    continue
-                if len(temporal) > 2:  # `within "schedule"`: the instant that much business time has passed
-                    t = business_deadline(self.ruleset.schedules[temporal[2]], since, seconds)
-                else:
-                    t = since + seconds
-                if t is not None and t > now:
-                    due = t if due is None or t < due else due
+            due = _next_due(chat, now, r.rule.temporals, r.rule.durations, r.wakers, anchors, held, schedules)
             if r.rule.sla_states:
                 if sla_ctx is None:
                     sla_ctx = Context(self.world, chat, None, now, self.ruleset)
                 t = sla.next_change(sla_ctx, r.rule.sla_states)
                 if t is not None and (due is None or t < due):
                     due = t
-            for waker in r.wakers:
-                t = waker(now)
-                if t > now and (due is None or t < due):
+            self._arm(chat_id, r.id, r.order, due, now)
+            armed.add(due)
+        if self._wake:
+            # an anchored condition can become true at an instant of its own (a nested
+            # `STATE for D`, a schedule) when no event comes: wake the chat then, unless a
+            # rule's deadline already does
+            due = None
+            for a in self._wake:
+                t = _next_due(chat, now, a.temporals, a.durations, a.wakers, anchors, held, schedules)
+                if t is not None and (due is None or t < due):
                     due = t
-            key = (chat_id, r.id)
-            old = timers.get(key)
-            if due == old:
-                continue
-            if old is not None:
-                del timers[key]
-                if tracing:
-                    self._log("timer_cancelled", now, chat_id, rule=r.id, detail={"due": old})
-            if due is not None:
-                timers[key] = due
-                heapq.heappush(self._heap, (due, r.order, chat_id, r.id))
-                if tracing:
-                    self._log("timer_armed", now, chat_id, rule=r.id, detail={"due": due})
+            self._arm(chat_id, WAKE_TIMER, -1, None if due in armed else due, now)
+
+    def _arm(self, chat_id: str, timer: str, order: int, due, now: float) -> None:
+        key = (chat_id, timer)
+        timers, tracing = self.timers, self.tracing
+        old = timers.get(key)
+        if due == old:
+            return
+        if old is not None:
+            del timers[key]
+            if tracing:
+                self._log("timer_cancelled", now, chat_id, rule=timer, detail={"due": old})
+        if due is not None:
+            timers[key] = due
+            heapq.heappush(self._heap, (due, order, chat_id, timer))
+            if tracing:
+                self._log("timer_armed", now, chat_id, rule=timer, detail={"due": due})
 
     def next_due(self) -> float | None:
         """The earliest armed deadline, or None."""
@@ -413,7 +496,7 @@ class Engine:
             del self.timers[(chat_id, rule_id)]
             self.now = due
             chat = self.world.chats.get(chat_id)
-            if rule_id not in self._by_id or chat is None:
+            if (rule_id not in self._by_id and rule_id not in ENGINE_TIMERS) or chat is None:
                 continue
             self._tick(rule_id, chat, due, out)
 
@@ -422,7 +505,9 @@ class Engine:
         order, so rules due at the same instant all get their turn, and a change one of
         them makes is seen by the others (as at an event)."""
         self._log("timer_fired", due, chat.id, rule=rule_id)
-        ctx = Context(self.world, chat, None, due, self.ruleset)
+        ctx = Context(self.world, chat, None, due, self.ruleset, self.anchors.setdefault(chat.id, {}))
+        if self._anchored:
+            self._refresh_anchors(ctx)
         key_event = f"{chat.id}:deadline:{due:.3f}"
         caused = self._run_rules(self._state_plan, ctx, key_event, None, due, out)
         sub = self.process(caused, due) if caused else None
@@ -443,8 +528,39 @@ class Engine:
         self.trace.append(TraceEntry(kind, at, chat_id, rule, event, event_id, fired, detail or {}))
 
     def pending(self) -> list:
-        """Armed deadlines as (rule id, chat id, due), soonest first."""
-        return sorted(((rule, chat, due) for (chat, rule), due in self.timers.items()), key=lambda t: (t[2], t[1], t[0]))
+        """Armed deadlines of rules as (rule id, chat id, due), soonest first (the engine's
+        own wake-ups are not listed)."""
+        return sorted(((rule, chat, due) for (chat, rule), due in self.timers.items() if rule not in ENGINE_TIMERS),
+                      key=lambda t: (t[2], t[1], t[0]))
+
+
+def _next_due(chat, now: float, temporals, durations, wakers, states: dict, held: dict, schedules):
+    """The soonest instant after ``now`` at which a ``STATE for D`` (``temporals``, with
+    ``within "schedule"`` counted in its business time), a ``(CONDITION) for D``
+    (``durations``, anchored in ``held``) or a time-of-day part (``wakers``) can turn true;
+    None if none can. ``states`` caches state anchors."""
+    due = None
+    for temporal in temporals:
+        state, seconds = temporal[0], temporal[1]
+        since = states[state] if state in states else states.setdefault(state, STATE_FUNCS[state](chat))
+        if since is None:
+            continue
+        if len(temporal) > 2:  # `within "schedule"`: the instant that much business time has passed
+            t = business_deadline(schedules[temporal[2]], since, seconds)
+        else:
+            t = since + seconds
+        if t is not None and t > now:
+            due = t if due is None or t < due else due
+    for key, seconds in durations:
+        since = held.get(key)
+        if since is not None and since + seconds > now:
+            t = since + seconds
+            due = t if due is None or t < due else due
+    for waker in wakers:
+        t = waker(now)
+        if t > now and (due is None or t < due):
+            due = t
+    return due
 
 
 def _shown(args: dict) -> dict:

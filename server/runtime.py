@@ -432,7 +432,8 @@ class Runtime:
         for row in rows:
             world = self._world(conn, row, agents=agents, shared=shared)
             engine = Engine(ruleset, world, articles=articles, canned=canned, tracing=True, why="fired")
-            engine.load_chat_state(row["id"], {"last": (row["rule_state"] or {}).get("last") or {},
+            memory = row["rule_state"] or {}
+            engine.load_chat_state(row["id"], {"last": memory.get("last") or {}, "since": memory.get("since") or {},
                                                "timers": due.get(row["id"], {})})
             items.append(_Loaded(row["id"], world, engine))
         return items
@@ -458,7 +459,7 @@ class Runtime:
         for item in items:
             engine, cid = item.engine, item.chat_id
             state = engine.chat_state(cid)
-            values = self._chat_values(item.world, cid, rule_state={"last": state["last"]})
+            values = self._chat_values(item.world, cid, rule_state={"last": state["last"], "since": state["since"]})
             values["b_id"] = cid
             chat_rows.append(values)
             timer_rows += [dict(chat_id=cid, rule_id=rule, due=at) for rule, at in state["timers"].items()]

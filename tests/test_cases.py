@@ -18,6 +18,7 @@ and what is expected, any of:
     the set compiles: ``rules`` is the list of rule ids in evaluation order; ``summary``
     maps a rule id to fields of the compiled rule: ``when`` (the condition's shape, see
     :func:`shape`), ``on``, ``priority``, ``title``, ``temporals`` (``[[state, seconds]]``),
+    ``durations`` (``[[condition, seconds]]``),
     ``schedules``, ``clock``, ``actions`` (each action's shape), ``overrides``, ``is_default``;
     ``routing`` the compiled routing block (``backlog``, ``max_idle`` and ``window`` in
     seconds, ``limit``, ``capacity``); ``sla_states`` (``[[state, target]]``).
@@ -53,8 +54,8 @@ CASES = Path(__file__).resolve().parent / "cases"
 CASE_KEYS = {"name", "source", "files", "paths", "defaults", "expect", "error", "lint", "xfail"}
 EXPECT_KEYS = {"rules", "summary", "routing"}
 DIAG_KEYS = {"code", "line", "column", "path", "message", "hint"}
-SUMMARY_FIELDS = {"when", "on", "priority", "title", "temporals", "schedules", "clock", "actions", "sla_states",
-                  "overrides", "is_default"}
+SUMMARY_FIELDS = {"when", "on", "priority", "title", "temporals", "durations", "schedules", "clock", "actions",
+                  "sla_states", "overrides", "is_default"}
 
 
 class CaseLoader(yaml.SafeLoader):
@@ -161,6 +162,7 @@ def rule_summary(rule) -> dict:
         "title": rule.title,
         # sorted: the order they were found in carries no meaning
         "temporals": sorted(list(t) for t in rule.temporals),
+        "durations": sorted(list(d) for d in rule.durations),
         "schedules": sorted(rule.schedules),
         "clock": rule.clock,
         "sla_states": sorted(list(t) for t in rule.sla_states),

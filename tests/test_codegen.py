@@ -2,6 +2,8 @@
 closures (engine.conditions) mean, on generated conditions and generated chats."""
 from __future__ import annotations
 
+import zlib
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,9 +68,20 @@ conditions_st = st.recursive(
         st.builds(lambda xs: ast.Or(tuple(xs)), st.lists(inner, min_size=2, max_size=4)),
         st.builds(ast.Not, inner),
         st.builds(ast.Paren, inner),
+        # issue 8.2: a condition held for a duration reads its anchor from the context
+        st.builds(lambda c, secs: ast.For(ast.Paren(c), ast.Duration(secs, f"{secs}s")), inner,
+                  st.integers(1, 900)),
     ),
     max_leaves=8,
 )
+
+
+class _Anchors(dict):
+    """Anchors for any condition: none, or an instant picked from its key, the same for
+    the generated code and the reference."""
+
+    def get(self, key, default=None):
+        return (None, 0.0, 90.0, 350.0)[zlib.crc32(key.encode()) % 4]
 
 
 @st.composite
@@ -103,7 +116,7 @@ def contexts(draw):
                       data={"changes": changes, "events": []})
     else:
         event = Event("c1:1", "message.created", "c1", 100.0, "customer", message_id=message_id)
-    return Context(world, chat, event, draw(st.sampled_from([100.0, 400.0, 2000.0])))
+    return Context(world, chat, event, draw(st.sampled_from([100.0, 400.0, 2000.0])), anchors=_Anchors())
 
 
 def _agree(cond, ctx):
