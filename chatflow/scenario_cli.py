@@ -228,6 +228,8 @@ def render_timeline(scenario, test, result, color=False) -> str:
             lines.append(f"{t} {c('35', 'timer')}   armed {e.rule} for {e.chat_id}, due +{_fmt_time(d['due'] - t0)}")
         elif e.kind == "timer_cancelled":
             lines.append(f"{t} {c('35', 'timer')}   cancelled {e.rule} for {e.chat_id} (was due +{_fmt_time(d['due'] - t0)})")
+        elif e.kind == "timer_fired" and e.rule == "@snooze":
+            lines.append(f"{t} {c('35', 'timer')}   due: the snooze of {e.chat_id} ends")
         elif e.kind == "timer_fired":
             lines.append(f"{t} {c('35', 'timer')}   due: {e.rule} for {e.chat_id}; the chat's state rules are evaluated")
         elif e.kind == "anchor":

@@ -170,6 +170,8 @@ class Action:
       reply: text | reply_article: article | note: text
       tag, untag: tag | set_priority: priority | set_field: field_name, value
       set_department: department
+      snooze: duration (``snooze for D``) or schedule (``snooze until next "S"``)
+      set_status: status (``set status pending``)
     """
 
     kind: str
@@ -188,6 +190,9 @@ class Action:
     field_name: str | None = None
     value: object = None  # an Expr for set_field
     webhook: str | None = None
+    duration: "Duration | None" = None
+    schedule: str | None = None
+    status: str | None = None
     # option order as written (notify's options come in any order); fmt keeps it
     order: tuple = field(default=(), compare=False, repr=False)
     comments: tuple = _comments()

@@ -22,6 +22,7 @@ from .templates import template_problems
 from .types import UNKNOWN, Scope, check_business_duration, check_condition, check_expr, check_schedule_name, timezones
 
 DEFAULT_PRIORITY = 0
+MAX_SNOOZE = 366 * 86400  # as engine.commands.MAX_SNOOZE
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.rules"
 
 
@@ -337,6 +338,19 @@ class _Compiler:
         if kind == "webhook" and not re.fullmatch(V.WEBHOOK_NAME, action.webhook):
             self.report(action.span, "bad_value", f"`webhook` needs the name of a declared webhook, got {action.webhook!r}",
                         "a name of letters, digits, `_`, `.` and `-`, as the server's WEBHOOKS setting declares it")
+        if kind == "set_status" and action.status not in V.SETTABLE_STATUSES:
+            other = {"closed": "write `close`", "open": "write `reopen`",
+                     "snoozed": 'write `snooze for D` or `snooze until next "SCHEDULE"`'}
+            self.report(action.span, "bad_value", f"`set status` sets `pending`, not `{action.status}`",
+                        other.get(action.status) or did_you_mean(action.status, V.SETTABLE_STATUSES)
+                        or "statuses: " + ", ".join(V.STATUSES))
+        if kind == "snooze" and action.schedule is not None and action.schedule not in scope.schedules:
+            self.report(action.span, "unknown_schedule", f"unknown schedule `{action.schedule}`",
+                        did_you_mean(action.schedule, scope.schedules)
+                        or ("schedules: " + ", ".join(sorted(scope.schedules)) if scope.schedules
+                            else 'declare it: schedule NAME { timezone "…" mon-fri 09:00-18:00 }'))
+        if kind == "snooze" and action.duration is not None and action.duration.seconds > MAX_SNOOZE:
+            self.report(action.duration.span, "bad_duration", f"a snooze lasts at most 366 days, not {action.duration.text}")
         if kind in ("tag", "untag") and not action.tag.strip():
             self.report(action.span, "bad_value", f"`{kind}` needs a non-empty tag")
         for text in (action.text, action.message):

@@ -221,6 +221,12 @@ def format_action(a: ast.Action) -> str:
         return f"set field {_name(a.field_name)} = {format_expr(a.value)}"
     if k == "set_department":
         return f"set department {quote(a.department)}"
+    if k == "snooze" and a.duration is not None:
+        return f"snooze for {_duration(a.duration)}"
+    if k == "snooze":
+        return f"snooze until next {quote(a.schedule)}"
+    if k == "set_status":
+        return f"set status {_name(a.status)}"
     raise ValueError(f"unknown action kind {k!r}")
 
 

@@ -25,6 +25,7 @@ LINT_CODES = {
     "sla_unreachable": "an SLA policy never applies: its `when` is never true, or an earlier policy takes every chat",
     "sla_target_unset": "a rule reads an SLA state of a target no policy sets: it is never true",
     "sla_due_soon_unset": "a rule reads `chat.sla_due_soon` but no policy setting that target has `due_soon`",
+    "conflicting_status": "one rule sets the chat's status twice (close, reopen, snooze, set status): only the last counts",
     "unobserved_duration": "a `(CONDITION) for D` reads facts no event of the chat changes: its anchor is late, "
                            "or it only counts the chat's age",
 }
@@ -90,6 +91,7 @@ def lint(ruleset: RuleSet) -> list[Diagnostic]:
         if r.on == V.UPDATE_EVENT and not _has_change_condition(r.when):
             _check_unguarded_update(r, warn)
         _check_durations(r, warn)
+        _check_statuses(r, warn)
         for a in r.actions:
             if a.kind == "notify":
                 _check_target(r, a, warn)
@@ -215,6 +217,26 @@ def _check_durations(rule, warn) -> None:
             warn(inner.span, "unobserved_duration",
                  f"no event changes `{format_expr(inner)}`: it holds from the chat's start, so the duration is the chat's age",
                  f"to count from the chat's start write `chat.open for {node.duration.text}` beside the condition")
+
+
+_STATUS_ACTIONS = {"close": "closed", "reopen": "open", "snooze": "snoozed", "set_status": "pending"}
+
+
+def _check_statuses(rule, warn) -> None:
+    """``then { snooze for 2h  close }``: the chat ends closed, the snooze's events were
+    for nothing (and its reopening never comes)."""
+    first = None
+    for a in rule.actions:
+        if a.kind not in _STATUS_ACTIONS:
+            continue
+        if first is not None and _STATUS_ACTIONS[a.kind] != _STATUS_ACTIONS[first.kind]:
+            from .formatter import format_action
+
+            warn(a.span, "conflicting_status",
+                 f"`{rule.id}` sets the status twice: `{format_action(first)}`, then `{format_action(a)}`",
+                 "keep one; the chat ends with the last")
+            return
+        first = first or a
 
 
 def _for_nodes(expr) -> list:

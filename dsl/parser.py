@@ -411,6 +411,15 @@ class _Build:
     def set_priority(self, meta, c):
         return ast.Action("set_priority", self.sp(meta), priority=parse_int(self.path, c[0]))
 
+    def snooze_for(self, meta, c):
+        return ast.Action("snooze", self.sp(meta), duration=parse_duration(self.path, c[0]))
+
+    def snooze_until(self, meta, c):
+        return ast.Action("snooze", self.sp(meta), schedule=self.s(c[0]))
+
+    def set_status(self, meta, c):
+        return ast.Action("set_status", self.sp(meta), status=c[0].value)
+
     def set_field(self, meta, c):
         return ast.Action("set_field", self.sp(meta), field_name=c[0].value, value=c[1])
 

@@ -61,6 +61,21 @@ class CompiledSchedule:
                 return c
         return ts + 8 * 86400  # no window at all: check again in a week
 
+    def next_start(self, ts: float) -> float | None:
+        """The first instant after ``ts`` at which the schedule opens (outside → inside):
+        the start of the next period, also when ``ts`` is inside one. None when it never
+        opens or never closes (no window, or every hour of the week)."""
+        t, inside = ts, self.contains(ts)
+        for _ in range(3):
+            nxt = self.next_change(t)
+            now_inside = self.contains(nxt)
+            if now_inside == inside:
+                return None  # next_change found no change within 8 days
+            if now_inside:
+                return nxt
+            t, inside = nxt, now_inside
+        return None
+
 
 def compile_schedule(s: ast.Schedule) -> CompiledSchedule:
     windows = []

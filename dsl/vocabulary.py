@@ -12,7 +12,7 @@ EVENTS = (
     "chat.created", "message.created", "message.edited", "message.deleted", "message.read",
     "chat.joined", "chat.assigned", "chat.unassigned", "chat.subscribed", "chat.unsubscribed",
     "chat.locked", "chat.unlocked", "chat.closed", "chat.reopened", "chat.tagged",
-    "chat.untagged", "chat.updated",
+    "chat.untagged", "chat.updated", "chat.snoozed", "chat.pending",
     "customer.left", "customer.returned", "agent.status_changed",
 )
 
@@ -70,6 +70,12 @@ LIST = Type("list")
 ANY = Type("any", nullable=True)
 
 CHANNELS = ("widget", "email", "telegram", "facebook", "whatsapp", "api")
+# A chat is open (being worked on), pending (waiting on the customer or someone else until
+# it is reopened), snoozed (set aside until an instant: it reopens by itself then, or when
+# the customer writes) or closed. Only open chats count towards an agent's capacity.
+STATUSES = ("open", "pending", "snoozed", "closed")
+# Why a chat.reopened happened (`event.reason`).
+REOPEN_REASONS = ("customer_message", "snooze_ended", "agent", "rule", "system")
 AGENT_STATUSES = ("online", "away", "offline")
 EVENT_TYPES = EVENTS
 
@@ -77,7 +83,7 @@ FACTS: dict[str, Type] = {
     "chat.id": STR,
     "chat.channel": Type("str", CHANNELS),
     "chat.page_url": OPT_STR,
-    "chat.status": Type("str", ("open", "closed")),
+    "chat.status": Type("str", STATUSES),
     "chat.assignee": OPT_STR,
     "chat.department": OPT_STR,
     "chat.subscribers": LIST,
@@ -86,6 +92,7 @@ FACTS: dict[str, Type] = {
     "chat.locked_by": OPT_STR,
     "chat.language": OPT_STR,
     "chat.created_at": TIME,
+    "chat.snoozed_until": Type("time", nullable=True),
     "chat.last_activity_at": TIME,
     "chat.message_count": COUNT,
     "chat.sla_policy": OPT_STR,
@@ -113,6 +120,7 @@ FACTS: dict[str, Type] = {
     "event.type": Type("str", EVENT_TYPES),
     "event.actor": Type("str", ("customer", "agent", "rule", "system")),
     "event.rule": OPT_STR,
+    "event.reason": Type("str", REOPEN_REASONS, nullable=True),
     "now": TIME,
 }
 
@@ -123,6 +131,8 @@ FIELD_PREFIXES = ("chat.fields.", "customer.fields.")
 STATES: dict[str, str] = {
     "chat.open": "since the chat was opened or reopened",
     "chat.closed": "since the chat was closed",
+    "chat.pending": "since the chat was set pending",
+    "chat.snoozed": "since the chat was snoozed (a new snooze starts a new episode)",
     "chat.idle": "since the last public message",
     "chat.unassigned": "since the chat lost (or never had) an assignee",
     "chat.assigned": "since the chat got its assignee",
@@ -189,7 +199,7 @@ TEXT_OPS = ("contains", "starts with", "ends with")
 
 ACTIONS = (
     "assign", "unassign", "subscribe", "unsubscribe", "notify", "email", "webhook", "reply", "note",
-    "tag", "untag", "set", "close", "reopen", "lock", "unlock", "stop",
+    "tag", "untag", "set", "close", "reopen", "snooze", "lock", "unlock", "stop",
 )
 NOTIFY_TARGETS = ("subscribers", "assignee", "operators", "mentioned", "agent", "department")
 SUBSCRIBE_TARGETS = ("operators", "agent", "department")
@@ -212,6 +222,8 @@ ACTION_EVENTS: dict[str, tuple] = {
     "set_department": ("chat.updated",),
     "close": ("chat.closed", "chat.updated"),
     "reopen": ("chat.reopened", "chat.updated"),
+    "snooze": ("chat.snoozed", "chat.updated"),
+    "set_status": ("chat.pending", "chat.updated"),
     "lock": ("chat.locked",),
     "unlock": ("chat.unlocked",),
 }
@@ -230,11 +242,16 @@ ACTION_CHANGES: dict[str, tuple] = {
     "set_department": ("department",),
     "close": ("status",),
     "reopen": ("status",),
+    "snooze": ("status",),
+    "set_status": ("status",),
 }
 
 # A webhook's name, as rules write it and the server's settings declare it (WEBHOOKS): the
 # URL and secret live only in the settings, so no rule text can send data anywhere else.
 WEBHOOK_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+
+# What `set status S` may set: the other statuses have actions of their own.
+SETTABLE_STATUSES = ("pending",)
 
 # What a template placeholder may name: the roots templates see (SPEC §3.6).
 TEMPLATE_ROOTS = ("chat", "customer", "agent", "assignee", "message")

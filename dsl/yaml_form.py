@@ -45,6 +45,7 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "rules.schema
 MAX_NESTING = 64  # YAML collections inside each other; rule files need about 8
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_DURATION_TEXT_RE = re.compile(r"[0-9]{1,12}[dhms]([0-9]{1,12}[dhms])*\Z")
 _RULE_ID_RE = re.compile(r"(default\.)?[A-Za-z_][A-Za-z0-9_]*\Z")
 _HOURS_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:-\s*([A-Za-z_][A-Za-z0-9_]*)\s*)?"
                        r"\s([0-9]{2}:[0-9]{2})\s*-\s*([0-9]{2}:[0-9]{2})\s*\Z")
@@ -54,7 +55,7 @@ _BREAK_RE = re.compile("\r\n|[" + _BREAKS + "]")  # one line break, as PyYAML co
 _STR = "tag:yaml.org,2002:str"
 BARE_ACTIONS = ("unassign", "close", "reopen", "lock", "unlock", "stop")
 KEYED_ACTIONS = ("assign", "subscribe", "unsubscribe", "notify", "email", "webhook", "reply", "note", "tag",
-                 "untag", "set")
+                 "untag", "set", "snooze")
 
 _Comment = namedtuple("_Comment", "value line column")  # what comments.py reads of a token
 
@@ -796,6 +797,17 @@ class _Build:
                  kind=ParseError)
         return node.value
 
+    def duration(self, node) -> ast.Duration:
+        """A duration scalar (`2h`), located like one in rule text when it is bad."""
+        text = node.value
+        seconds = duration_seconds(text) if _DURATION_TEXT_RE.match(text) else None
+        if seconds is None:
+            fail(self.span(node), "bad_duration", f"bad duration `{_shown(text)}`",
+                 "units go d, h, m, s in that order, each at most once (`1h30m`)", kind=ParseError)
+        if seconds <= 0:
+            fail(self.span(node), "bad_duration", f"duration `{text}` must be above zero", kind=ParseError)
+        return ast.Duration(seconds, text, self.span(node))
+
     def item(self, node: MappingNode):
         pairs = _pairs(node)
         if "disable" in pairs:
@@ -901,9 +913,15 @@ class _Build:
                               template=text["template"])
         if kind == "reply":
             return ast.Action("reply_article", span, article=text["article"])
+        if kind == "snooze":
+            if "for" in opts:
+                return ast.Action("snooze", span, duration=self.duration(opts["for"][1]))
+            return ast.Action("snooze", span, schedule=text["until_next"])
         # set
         if "department" in opts:
             return ast.Action("set_department", span, department=text["department"])
+        if "status" in opts:
+            return ast.Action("set_status", span, status=self.name(opts["status"][1], _NAME_RE, "status"))
         if "priority" in opts:
             return ast.Action("set_priority", span, priority=_scalar_value(self.path, opts["priority"][1]))
         value_node = opts["value"][1]
@@ -1210,6 +1228,14 @@ def _action_text(a: ast.Action) -> str:
         return "set: " + _flow([("priority", str(a.priority))])
     if k == "set_department":
         return "set: " + _flow([("department", _scalar(a.department, True))])
+    if k == "set_status":
+        return "set: " + _flow([("status", _scalar(a.status, True))])
+    if k == "snooze" and a.duration is not None:
+        from .formatter import _duration
+
+        return "snooze: " + _flow([("for", _scalar(_duration(a.duration), True))])
+    if k == "snooze":
+        return "snooze: " + _flow([("until_next", _scalar(a.schedule, True))])
     if k == "set_field":
         v = a.value
         if isinstance(v, ast.Literal) and v.kind in ("int", "bool", "none"):

@@ -141,6 +141,15 @@ def run_action(engine, ctx: Context, rule, index: int, action, key_event: str):
         if kind == "set_field":
             value = compile_value(action.value, {})(ctx)
             return C.set_field(world, at, chat.id, action.field_name, value, rule=rid), [], None
+        if kind == "snooze":
+            if action.schedule is not None:
+                until = ctx.ruleset.schedules[action.schedule].next_start(at)
+                if until is None:
+                    return [], [], f"schedule `{action.schedule}` never opens after a closed period"
+                return C.snooze(world, at, chat.id, until=until, rule=rid), [], None
+            return C.snooze(world, at, chat.id, duration=action.duration.seconds, rule=rid), [], None
+        if kind == "set_status":
+            return C.set_status(world, at, chat.id, status=action.status, rule=rid), [], None
         if kind in ("close", "reopen", "lock", "unlock"):
             if kind == "close" and chat.status == "closed" or kind == "reopen" and chat.status == "open":
                 return [], [], f"chat is already {chat.status}"

@@ -27,7 +27,7 @@ from .states import STATE_FUNCS
 # facts read straight off the chat and its customer
 _CHAT_ATTRS = {"chat.id", "chat.channel", "chat.page_url", "chat.status", "chat.assignee",
                "chat.department", "chat.subscribers", "chat.tags", "chat.priority", "chat.locked_by",
-               "chat.language", "chat.created_at", "chat.last_activity_at"}
+               "chat.language", "chat.created_at", "chat.last_activity_at", "chat.snoozed_until"}
 _OPTIONAL_ATTRS = {"message.id", "message.author", "message.author_id", "message.kind", "message.text",
                    "message.via", "event.type", "event.actor", "event.rule", "agent.id", "agent.name",
                    "agent.status"}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from dsl.vocabulary import AGENT_STATUSES, CHANNELS, STRATEGIES
+from dsl.vocabulary import AGENT_STATUSES, CHANNELS, SETTABLE_STATUSES, STRATEGIES
 
 from .model import Chat, CommandRefused, Customer, Message, World
 from .routing import has_free_capacity, note_pick, pick_agent, routing_of, waiting_chats, within_limit
@@ -190,18 +190,75 @@ def _assign_department(world, chat, at, department, strategy, actor, by=None, ru
     return [_event(world, chat, "chat.unassigned", at, actor, agent_id=by, rule=rule, data=data)]
 
 
+def _set_status(world: World, chat: Chat, status: str, at: float) -> str:
+    """Move the chat to ``status`` with the anchors of its states; only open chats count
+    towards the assignee's capacity. Returns the previous status."""
+    previous = chat.status
+    if previous == "open" and status != "open":
+        world.count_open(chat.assignee, -1, chat.channel)
+    elif previous != "open" and status == "open":
+        world.count_open(chat.assignee, +1, chat.channel)
+    chat.status = status
+    if status == "open":
+        chat.opened_at = at
+    chat.closed_at = at if status == "closed" else None
+    chat.pending_at = at if status == "pending" else None
+    chat.snoozed_at = at if status == "snoozed" else None
+    if status != "snoozed":
+        chat.snoozed_until = None
+    return previous
+
+
 def _close(world, chat, at, actor, by=None, rule=None) -> list:
-    world.count_open(chat.assignee, -1, chat.channel)
-    chat.status, chat.closed_at = "closed", at
+    previous = _set_status(world, chat, "closed", at)
     ended = _end_lock(chat)
     return [_event(world, chat, "chat.closed", at, actor, agent_id=by, rule=rule,
-                   data={"ended_lock": ended})]
+                   data={"ended_lock": ended, "previous_status": previous})]
 
 
-def _reopen(world, chat, at, actor, by=None, rule=None) -> list:
-    world.count_open(chat.assignee, +1, chat.channel)
-    chat.status, chat.opened_at, chat.closed_at = "open", at, None
-    return [_event(world, chat, "chat.reopened", at, actor, agent_id=by, rule=rule)]
+def _reopen(world, chat, at, actor, by=None, rule=None, reason=None) -> list:
+    """Any status but open → open; ``reason`` (``event.reason``) defaults to the actor."""
+    previous = _set_status(world, chat, "open", at)
+    return [_event(world, chat, "chat.reopened", at, actor, agent_id=by, rule=rule,
+                   data={"reason": reason or actor, "previous_status": previous})]
+
+
+def _snooze(world, chat, at, until, actor, by=None, rule=None) -> list:
+    """Snooze until ``until`` (a snoozed chat's end moves, and a new episode starts)."""
+    previous = _set_status(world, chat, "snoozed", at)
+    chat.snoozed_until = until
+    return [_event(world, chat, "chat.snoozed", at, actor, agent_id=by, rule=rule,
+                   data={"until": until, "previous_status": previous})]
+
+
+def _pending(world, chat, at, actor, by=None, rule=None) -> list:
+    previous = _set_status(world, chat, "pending", at)
+    return [_event(world, chat, "chat.pending", at, actor, agent_id=by, rule=rule,
+                   data={"previous_status": previous})]
+
+
+def _snooze_end(at: float, duration=None, until=None) -> float:
+    """The instant a snooze ends: ``duration`` (seconds, or a duration text such as
+    ``"2h"``) from now, or ``until`` (seconds since the epoch); exactly one, in the future."""
+    if (duration is None) == (until is None):
+        raise CommandRefused("bad_request", "snooze takes exactly one of a duration (for) or an end (until)")
+    if duration is not None:
+        if isinstance(duration, str):
+            from dsl.parser import duration_seconds
+
+            seconds = duration_seconds(duration[:40])
+            if seconds is None or len(duration) > 40:
+                raise CommandRefused("bad_request", f"{duration[:40]!r} is not a duration such as 30m, 2h or 1d")
+            duration = seconds
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= MAX_SNOOZE:
+            raise CommandRefused("bad_request", "a snooze lasts more than 0 seconds and at most 366 days")
+        return at + duration
+    if isinstance(until, bool) or not isinstance(until, (int, float)) or not at < until <= at + MAX_SNOOZE:
+        raise CommandRefused("bad_request", "a snooze ends after now and within 366 days")
+    return float(until)
+
+
+MAX_SNOOZE = 366 * 86400
 
 
 def _lock(world, chat, at, actor, by=None, rule=None) -> list:
@@ -267,8 +324,9 @@ def customer_message(world: World, at: float, chat_id: str, text: str, via: str 
     via = via or _via_of(chat.channel)
     if via not in ("widget", "email", "api"):
         raise CommandRefused("bad_request", "via must be widget, email or api")
-    before = _watch(chat) if chat.status == "closed" else None  # reopening is its only change
-    events = _reopen(world, chat, at, "customer") if before is not None else []
+    # a closed, pending or snoozed chat reopens: that is the message's only change
+    before = _watch(chat) if chat.status != "open" else None
+    events = _reopen(world, chat, at, "customer", reason="customer_message") if before is not None else []
     message = _add_message(world, chat, at, "customer", chat.customer.id, "reply", text, via)
     chat.customer_read = max(chat.customer_read, message.position)
     events.append(_event(world, chat, "message.created", at, "customer", message_id=message.id))
@@ -461,7 +519,7 @@ def close(world: World, at: float, chat_id: str, agent: str | None = None, *, ru
     Refused when already closed, except for a rule (nothing happens)."""
     chat = world.chat(chat_id)
     if rule is not None:
-        if chat.status != "open":
+        if chat.status == "closed":
             return []
         before = _watch(chat)
         return _updated(world, chat, at, before, _close(world, chat, at, "rule", rule=rule), "rule", rule=rule)
@@ -475,11 +533,12 @@ def close(world: World, at: float, chat_id: str, agent: str | None = None, *, ru
 
 
 def reopen(world: World, at: float, chat_id: str, agent: str | None = None, *, rule=None) -> list:
-    """Reopen a closed chat → [chat.reopened]. Refused when open (``chat_open``), except
-    for a rule (nothing happens)."""
+    """Reopen a closed, pending or snoozed chat → [chat.reopened] (``event.reason`` is
+    ``agent``, ``rule`` or ``system``). Refused when open (``chat_open``), except for a rule
+    (nothing happens)."""
     chat = world.chat(chat_id)
     if rule is not None:
-        if chat.status != "closed":
+        if chat.status == "open":
             return []
         before = _watch(chat)
         return _updated(world, chat, at, before, _reopen(world, chat, at, "rule", rule=rule), "rule", rule=rule)
@@ -490,6 +549,64 @@ def reopen(world: World, at: float, chat_id: str, agent: str | None = None, *, r
     before = _watch(chat)
     actor = "agent" if agent else "system"
     return _updated(world, chat, at, before, _reopen(world, chat, at, actor, by=agent), actor, by=agent)
+
+
+def snooze(world: World, at: float, chat_id: str, agent: str | None = None, duration=None, until=None,
+           *, rule=None) -> list:
+    """Set the chat aside until ``duration`` from now or ``until`` → [chat.snoozed] (then
+    chat.updated when the status changed). At the end it reopens by itself
+    (:func:`snooze_ended`), or earlier when the customer writes. An agent who sees the chat
+    may snooze it unless it is closed or another agent holds the lock; a rule's snooze of
+    a closed chat does nothing."""
+    chat = world.chat(chat_id)
+    end = _snooze_end(at, duration, until)
+    if rule is not None:
+        if chat.status == "closed":
+            return []
+        before = _watch(chat)
+        return _updated(world, chat, at, before, _snooze(world, chat, at, end, "rule", rule=rule), "rule", rule=rule)
+    chat, who = _seen_by(world, chat_id, agent)
+    _check_workable(chat, who)
+    before = _watch(chat)
+    return _updated(world, chat, at, before, _snooze(world, chat, at, end, "agent", by=who.id), "agent", by=who.id)
+
+
+def set_status(world: World, at: float, chat_id: str, agent: str | None = None, status=None, *, rule=None) -> list:
+    """``set status pending`` → [chat.pending, chat.updated]; nothing when already pending.
+    Other statuses have commands of their own (close, reopen, snooze). Allowed like
+    :func:`snooze`."""
+    chat = world.chat(chat_id)
+    if status not in SETTABLE_STATUSES:
+        raise CommandRefused("bad_request", "status is pending (use close, reopen or snooze for the others)")
+    if rule is not None:
+        if chat.status in ("closed", status):
+            return []
+        before = _watch(chat)
+        return _updated(world, chat, at, before, _pending(world, chat, at, "rule", rule=rule), "rule", rule=rule)
+    chat, who = _seen_by(world, chat_id, agent)
+    _check_workable(chat, who)
+    if chat.status == status:
+        return []
+    before = _watch(chat)
+    return _updated(world, chat, at, before, _pending(world, chat, at, "agent", by=who.id), "agent", by=who.id)
+
+
+def _check_workable(chat: Chat, who) -> None:
+    """A status change by an agent: not in a closed chat, not past another agent's lock."""
+    if chat.status == "closed":
+        raise CommandRefused("chat_closed", f"chat {chat.id!r} is closed")
+    if chat.locked_by not in (None, who.id):
+        raise CommandRefused("locked", f"chat {chat.id!r} is locked by {chat.locked_by!r}")
+
+
+def snooze_ended(world: World, at: float, chat_id: str) -> list:
+    """The snooze's end is due → [chat.reopened (reason snooze_ended), chat.updated];
+    nothing when the chat is no longer snoozed or its end moved later."""
+    chat = world.chat(chat_id)
+    if chat.status != "snoozed" or chat.snoozed_until is None or chat.snoozed_until > at:
+        return []
+    before = _watch(chat)
+    return _updated(world, chat, at, before, _reopen(world, chat, at, "system", reason="snooze_ended"), "system")
 
 
 def _own_message(chat: Chat, agent_id: str, ref) -> Message:
@@ -727,5 +844,6 @@ INPUTS = {
     "customer_reads": customer_reads, "join": join, "read": read, "subscribe": subscribe,
     "unsubscribe": unsubscribe, "lock": lock, "unlock": unlock, "reply": reply, "note": note,
     "assign": assign, "close": close, "reopen": reopen, "edit_message": edit_message,
-    "delete_message": delete_message, "agent_status": agent_status,
+    "delete_message": delete_message, "agent_status": agent_status, "snooze": snooze,
+    "set_status": set_status,
 }

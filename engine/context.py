@@ -91,6 +91,7 @@ FACT_GETTERS = {
     "chat.locked_by": _chat("locked_by"),
     "chat.language": _chat("language"),
     "chat.created_at": _chat("created_at"),
+    "chat.snoozed_until": _chat("snoozed_until"),
     "chat.last_activity_at": _chat("last_activity_at"),
     "chat.message_count": lambda ctx: len(ctx.chat.messages),
     "chat.sla_policy": lambda ctx: _sla().policy_id(ctx),
@@ -118,6 +119,7 @@ FACT_GETTERS = {
     "event.type": _attr(lambda c: c.event, "type"),
     "event.actor": _attr(lambda c: c.event, "actor"),
     "event.rule": _attr(lambda c: c.event, "rule"),
+    "event.reason": lambda ctx: None if ctx.event is None else ctx.event.data.get("reason"),
     "now": lambda ctx: ctx.now,
 }
 

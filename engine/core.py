@@ -107,7 +107,9 @@ class _Anchored:
 # The id of the deadline that wakes a chat when only an anchored condition's own time-driven
 # part is due (no rule's deadline falls then). Not a rule id: rule ids cannot start with @.
 WAKE_TIMER = "@durations"
-ENGINE_TIMERS = (WAKE_TIMER,)
+# The end of a snooze: the chat reopens by itself (commands.snooze_ended).
+SNOOZE_TIMER = "@snooze"
+ENGINE_TIMERS = (WAKE_TIMER, SNOOZE_TIMER)
 
 
 def _anchored_conditions(ruleset) -> list:
@@ -236,6 +238,8 @@ class Engine:
             if shortcut not in self.canned:
                 raise C.CommandRefused("bad_request", f"no canned response `{shortcut}`")
             args["canned_text"] = self.canned[shortcut]
+        if command == "snooze" and args.get("until_next") is not None:
+            args["until"] = self.schedule_start(args.pop("until_next"), at)
         if command == "reply" and args.get("article") is not None:
             slug = args["article"]
             if slug not in self.articles:
@@ -249,6 +253,17 @@ class Engine:
         if self.tracing:
             self._log("input", at, args.get("chat_id"), detail={"command": command, "args": _shown(args)})
         return events
+
+    def schedule_start(self, name, at: float) -> float:
+        """When the active rule set's schedule ``name`` next opens after ``at`` (``snooze
+        until next "NAME"``); refused when there is no such schedule or it never opens."""
+        schedule = self.ruleset.schedules.get(name) if isinstance(name, str) else None
+        if schedule is None:
+            raise C.CommandRefused("unknown_schedule", f"no schedule {name!r} in the active rule set")
+        start = schedule.next_start(at)
+        if start is None:
+            raise C.CommandRefused("bad_request", f"schedule {name!r} never opens after a closed period")
+        return start
 
     # ------------------------------------------------------------ per-chat state (stored by the service)
 
@@ -433,6 +448,7 @@ class Engine:
         chat = self.world.chats.get(chat_id)
         if chat is None:
             return
+        self._arm(chat_id, SNOOZE_TIMER, -1, chat.snoozed_until if chat.status == "snoozed" else None, now)
         anchors: dict = {}  # each state's anchor, computed once for all rules here
         held = self.anchors.get(chat_id) or {}  # each anchored condition's
         schedules = self.ruleset.schedules
@@ -498,7 +514,19 @@ class Engine:
             chat = self.world.chats.get(chat_id)
             if (rule_id not in self._by_id and rule_id not in ENGINE_TIMERS) or chat is None:
                 continue
+            if rule_id == SNOOZE_TIMER:
+                self._snooze_ends(chat, due, out)
+                continue
             self._tick(rule_id, chat, due, out)
+
+    def _snooze_ends(self, chat, due: float, out: Outcome) -> None:
+        """A snooze's end is due: the chat reopens (chat.reopened, reason snooze_ended), an
+        event like any other."""
+        self._log("timer_fired", due, chat.id, rule=SNOOZE_TIMER)
+        sub = self.process(C.snooze_ended(self.world, due, chat.id), due)
+        out.events.extend(sub.events)
+        out.effects.extend(sub.effects)
+        out.fired.extend(sub.fired)
 
     def _tick(self, rule_id: str, chat, due: float, out: Outcome) -> None:
         """A deadline is due: every state rule of the chat is evaluated at that instant, in

@@ -19,6 +19,7 @@ ERROR_CODES: dict[str, str] = {
     "no_access": "the agent does not see the chat (no access_chats, or not its channel)",
     "not_author": "only the author of a message may edit or delete it",
     "chat_closed": "the chat is closed",
+    "unknown_schedule": "the active rule set has no schedule of this name",
     "chat_open": "the chat is already open",
     "unknown_chat": "no chat has this id",
     "unknown_agent": "no agent has this id",
@@ -117,7 +118,7 @@ class Chat:
     customer: Customer
     created_at: float
     page_url: str | None = None
-    status: str = "open"  # open | closed
+    status: str = "open"  # open | pending | snoozed | closed (dsl.vocabulary.STATUSES)
     assignee: str | None = None
     department: str | None = None
     subscribers: list = field(default_factory=list)  # ordered, unique agent ids
@@ -139,6 +140,9 @@ class Chat:
     assigned_at: float | None = None
     unassigned_at: float | None = None
     locked_at: float | None = None
+    pending_at: float | None = None
+    snoozed_at: float | None = None
+    snoozed_until: float | None = None  # when a snoozed chat reopens by itself
 
     @property
     def message_count(self) -> int:

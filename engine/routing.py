@@ -152,7 +152,8 @@ def waiting_chats(world: World, agent: Agent, at: float) -> list:
 def freed_agents(world: World, event) -> list:
     """The agents an event gives room to take waiting chats: an agent who came online
     (the agent-wide event, not a service's per-chat copies of it), the previous
-    assignee of a chat that changed hands, the assignee of a chat that closed."""
+    assignee of a chat that changed hands, the assignee of a chat that closed, was snoozed
+    or set pending (only open chats count towards capacity)."""
     if event.type == "agent.status_changed":
         return [event.agent_id] if event.chat_id is None and event.data.get("status") == "online" else []
     if event.type != "chat.updated":
@@ -161,7 +162,8 @@ def freed_agents(world: World, event) -> list:
     out = []
     if "assignee" in changes and changes["assignee"][0] is not None:
         out.append(changes["assignee"][0])
-    if changes.get("status") == ["open", "closed"]:
+    status = changes.get("status")
+    if status is not None and status[0] == "open" and status[1] != "open":
         chat = world.chats.get(event.chat_id)
         if chat is not None and chat.assignee is not None and chat.assignee not in out:
             out.append(chat.assignee)

@@ -47,6 +47,8 @@ STEPS = {
     "edit_message": ("edit_message", {"agent": "agent", "message": "message", "text": "text"}),
     "delete_message": ("delete_message", {"agent": "agent", "message": "message"}),
     "agent_status": ("agent_status", {"agent": "agent", "status": "status"}),
+    "snooze": ("snooze", {"agent": "agent", "for": "duration", "until_next": "until_next"}),
+    "set_status": ("set_status", {"agent": "agent", "status": "status"}),
 }
 NO_CHAT_STEPS = {"agent_status"}
 EXPECT_KEYS = {"at", "from", "to", "fired", "not_fired", "notified", "emails", "webhooks", "replies", "chat",
@@ -553,6 +555,10 @@ def _check(engine: Engine, world: World, exp: Expect, t0: float, result: TestRes
                 got = _chat_value(chat, key)
                 if got is _MISSING:
                     fail(f"chat {chat_id}.{key}", "a chat field", "no such field")
+                elif key == "snoozed_until":  # a scenario time, like `at`
+                    shown = None if got is None else _fmt_time(got - t0)
+                    if (None if want is None else parse_time(want, "", fields)) != (None if got is None else got - t0):
+                        fail(f"chat {chat_id}.snoozed_until", want, shown)
                 elif key in ("subscribers", "tags"):
                     if sorted(map(str, want or [])) != sorted(got):
                         fail(f"chat {chat_id}.{key}", sorted(want or []), sorted(got))
@@ -566,7 +572,7 @@ def _check(engine: Engine, world: World, exp: Expect, t0: float, result: TestRes
 
 _MISSING = object()
 CHAT_FIELDS = ("id", "channel", "page_url", "status", "assignee", "department", "subscribers", "tags",
-               "priority", "locked_by", "language", "fields", "message_count")
+               "priority", "locked_by", "language", "fields", "message_count", "snoozed_until")
 
 
 def _sla_view(engine, world, chat, at) -> dict:

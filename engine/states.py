@@ -29,6 +29,14 @@ def chat_closed(chat: Chat) -> float | None:
     return chat.closed_at if chat.status == "closed" else None
 
 
+def chat_pending(chat: Chat) -> float | None:
+    return chat.pending_at if chat.status == "pending" else None
+
+
+def chat_snoozed(chat: Chat) -> float | None:
+    return chat.snoozed_at if chat.status == "snoozed" else None
+
+
 def chat_idle(chat: Chat) -> float | None:
     """While open: since the last public message (customer, agent or bot), and never
     before the chat was (re)opened, so reopening starts the silence afresh."""
@@ -109,6 +117,8 @@ def customer_offline(chat: Chat) -> float | None:
 STATE_FUNCS = {
     "chat.open": chat_open,
     "chat.closed": chat_closed,
+    "chat.pending": chat_pending,
+    "chat.snoozed": chat_snoozed,
     "chat.idle": chat_idle,
     "chat.unassigned": chat_unassigned,
     "chat.assigned": chat_assigned,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select, update
 
+from dsl.vocabulary import STATUSES
 from engine.model import CommandRefused
 from engine.snapshot import agent_from_row, chat_from_dict
 
@@ -45,8 +46,8 @@ def list_chats():
     if not agent.access_chats:
         return jsonify({"chats": []})
     status = request.args.get("status")
-    if status not in (None, "open", "closed"):
-        raise ApiError(400, "invalid_request", "status is open or closed")
+    if status not in (None, *STATUSES):
+        raise ApiError(400, "invalid_request", "status is " + ", ".join(STATUSES[:-1]) + " or " + STATUSES[-1])
     q = select(S.chats.c.state).order_by(S.chats.c.updated_at.desc())
     if status:
         q = q.where(S.chats.c.status == status)

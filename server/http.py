@@ -49,7 +49,7 @@ class JSONProvider(DefaultJSONProvider):
 REFUSAL_STATUS = {
     "not_joined": 403, "not_author": 403, "locked": 409, "no_access": 404, "unknown_chat": 404,
     "unknown_agent": 404, "unknown_message": 404, "message_deleted": 409, "chat_closed": 409,
-    "chat_open": 409, "chat_exists": 409, "agent_exists": 409, "bad_request": 400,
+    "chat_open": 409, "chat_exists": 409, "agent_exists": 409, "bad_request": 400, "unknown_schedule": 400,
 }
 
 

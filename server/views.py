@@ -36,7 +36,8 @@ def customer_chat(chat) -> dict:
     ranks = public_ranks(chat)
     return {
         "id": chat.id,
-        "status": chat.status,
+        # pending and snoozed are the team's own workflow: the customer sees an open chat
+        "status": "closed" if chat.status == "closed" else "open",
         "messages": [customer_message(m, ranks[m.position], chat.id) for m in visible],
         "unread": sum(1 for m in visible if m.author != "customer" and m.position > chat.customer_read),
     }
@@ -65,6 +66,7 @@ def agent_chat(chat, agent_id: str, with_messages: bool = False) -> dict:
         "id": chat.id,
         "channel": chat.channel,
         "status": chat.status,
+        "snoozed_until": chat.snoozed_until,
         "page_url": chat.page_url,
         "assignee": chat.assignee,
         "department": chat.department,

@@ -126,7 +126,7 @@ def shape(node) -> str:
 
 
 _ACTION_FIELDS = ("agent", "department", "strategy", "target", "except_", "template", "message", "webhook",
-                  "text", "article", "tag", "priority", "field_name", "value")
+                  "text", "article", "tag", "priority", "field_name", "value", "duration", "schedule", "status")
 
 
 def action_shape(action: ast.Action) -> str:
@@ -140,7 +140,7 @@ def action_shape(action: ast.Action) -> str:
             if action.kind == "email":
                 continue  # always the customer
             shown = value.kind if value.id is None else f'{value.kind} {json.dumps(value.id)}'
-        elif name == "value":
+        elif name in ("value", "duration"):
             shown = shape(value)
         elif name == "except_":
             shown, name = value, "except"

@@ -538,7 +538,7 @@ def test_state_anchors_over_a_timeline(world):
         "chat.open": T0, "chat.closed": None, "chat.idle": T0, "chat.unassigned": T0,
         "chat.assigned": None, "chat.awaiting_agent": T0, "chat.awaiting_customer": None,
         "chat.unread_by_assignee": None, "chat.unread_by_customer": None, "chat.locked": None,
-        "customer.online": T0, "customer.offline": None,
+        "customer.online": T0, "customer.offline": None, "chat.pending": None, "chat.snoozed": None,
     }
     cmd.customer_message(world, T0 + 30, "c1", "hello?")  # does not restart awaiting_agent
     cmd.join(world, T0 + 60, "c1", "alice")
@@ -579,6 +579,61 @@ def test_state_anchors_over_a_timeline(world):
     cmd.unassign(world, T0 + 400, "c1", rule="r")
     s = anchors(chat)
     assert (s["chat.unassigned"], s["chat.assigned"], s["chat.unread_by_assignee"]) == (T0 + 400, None, None)
+    # issue 8.3: pending and snoozed end open (and idle), and a customer message ends them
+    cmd.set_status(world, T0 + 500, "c1", "alice", "pending")
+    s = anchors(chat)
+    assert (s["chat.pending"], s["chat.open"], s["chat.idle"], s["chat.snoozed"]) == (T0 + 500, None, None, None)
+    cmd.snooze(world, T0 + 600, "c1", "alice", duration="1h")
+    s = anchors(chat)
+    assert (s["chat.snoozed"], s["chat.pending"], chat.snoozed_until) == (T0 + 600, None, T0 + 600 + 3600)
+    cmd.snooze(world, T0 + 700, "c1", "bob", until=T0 + 7200)  # a new snooze is a new episode
+    assert (state_since(chat, "chat.snoozed"), chat.snoozed_until) == (T0 + 700, T0 + 7200)
+    [reopened, _, updated] = cmd.customer_message(world, T0 + 800, "c1", "back")
+    assert reopened.data == {"reason": "customer_message", "previous_status": "snoozed"}
+    assert updated.data["changes"] == {"status": ["snoozed", "open"]}
+    s = anchors(chat)
+    assert (s["chat.open"], s["chat.snoozed"], s["chat.idle"], chat.snoozed_until) == (T0 + 800, None, T0 + 800, None)
+
+
+def test_snooze_ends_by_itself_and_only_when_due(world):
+    chat = started(world)
+    cmd.join(world, T0, "c1", "alice")
+    assert world.open_chats("alice") == 1
+    [snoozed, updated] = cmd.snooze(world, T0 + 10, "c1", "alice", duration=90)
+    assert (snoozed.type, snoozed.data, snoozed.agent_id) == ("chat.snoozed", {"until": T0 + 100, "previous_status": "open"},
+                                                               "alice")
+    assert updated.data["changes"] == {"status": ["open", "snoozed"]}
+    assert world.open_chats("alice") == 0  # only open chats count towards capacity
+    assert cmd.snooze_ended(world, T0 + 99, "c1") == []
+    [reopened, updated] = cmd.snooze_ended(world, T0 + 100, "c1")
+    assert (reopened.type, reopened.actor, reopened.data["reason"]) == ("chat.reopened", "system", "snooze_ended")
+    assert (chat.status, chat.opened_at, world.open_chats("alice")) == ("open", T0 + 100, 1)
+    assert cmd.snooze_ended(world, T0 + 200, "c1") == []  # no longer snoozed
+
+
+def test_status_commands_refuse_like_the_other_agent_commands(world):
+    chat = started(world)
+    cmd.join(world, T0, "c1", "alice")
+    cmd.lock(world, T0, "c1", "alice")
+    for fn, kw in ((cmd.snooze, {"duration": "1h"}), (cmd.set_status, {"status": "pending"})):
+        with pytest.raises(CommandRefused) as e:
+            fn(world, T0 + 1, "c1", "bob", **kw)
+        assert e.value.code == "locked"
+    for kw in ({}, {"duration": "1h", "until": T0 + 50}, {"duration": "soon"}, {"duration": 0}, {"until": T0 - 1},
+               {"duration": 367 * 86400}, {"duration": True}):
+        with pytest.raises(CommandRefused) as e:
+            cmd.snooze(world, T0 + 1, "c1", "alice", **kw)
+        assert e.value.code == "bad_request", kw
+    with pytest.raises(CommandRefused) as e:
+        cmd.set_status(world, T0 + 1, "c1", "alice", "closed")
+    assert e.value.code == "bad_request"
+    assert chat.status == "open" and chat.snoozed_until is None  # nothing was changed
+    cmd.close(world, T0 + 2, "c1", "alice")
+    with pytest.raises(CommandRefused) as e:
+        cmd.snooze(world, T0 + 3, "c1", "alice", duration="1h")
+    assert e.value.code == "chat_closed"
+    assert cmd.snooze(world, T0 + 3, "c1", duration="1h", rule="r") == []  # a rule: nothing
+    assert cmd.set_status(world, T0 + 3, "c1", status="pending", rule="r") == []
 
 
 def test_states_ignore_deleted_messages(world):

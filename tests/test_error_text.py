@@ -194,7 +194,7 @@ def test_end_of_file_error_text():
         '    then assign agent "alice"\n'
         "                             ^\n"
         "  = help: expected `assign`, `close`, `email`, `lock`, `note`, `notify`, `on`, "
-        "`priority`, `reopen`, `reply`, `set`, `stop`, …"
+        "`priority`, `reopen`, `reply`, `set`, `snooze`, …"
     )
 
 
@@ -204,5 +204,5 @@ def test_end_of_file_after_a_form_feed_is_on_the_last_line():
         '  rule r { then assign agent "alice"\n'
         "                                    ^\n"
         "  = help: expected `assign`, `close`, `email`, `lock`, `note`, `notify`, `on`, "
-        "`priority`, `reopen`, `reply`, `set`, `stop`, …"
+        "`priority`, `reopen`, `reply`, `set`, `snooze`, …"
     )
