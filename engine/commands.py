@@ -812,6 +812,53 @@ def fill_backlog(world: World, at: float, agent_id: str) -> list:
     return events
 
 
+# ---------------------------------------------------------------- agent changes (issue 8.10)
+
+MAX_TAG = 100  # characters of a tag an agent types
+
+
+def agent_tag(world: World, at: float, chat_id: str, agent: str, tag: str) -> list:
+    """An agent tags the chat → [chat.tagged, chat.updated]; nothing when it has the tag.
+    Any agent who sees the chat may, whatever its status or lock (like a note)."""
+    chat, who = _seen_by(world, chat_id, agent)
+    name = _tag_name(tag)
+    if name in chat.tags:
+        return []
+    before = _watch(chat)
+    chat.tags.append(name)
+    events = [_event(world, chat, "chat.tagged", at, "agent", agent_id=who.id, data={"tag": name})]
+    return _updated(world, chat, at, before, events, "agent", by=who.id)
+
+
+def agent_untag(world: World, at: float, chat_id: str, agent: str, tag: str) -> list:
+    """An agent removes a tag → [chat.untagged, chat.updated]; nothing when the chat lacks it."""
+    chat, who = _seen_by(world, chat_id, agent)
+    name = _tag_name(tag)
+    if name not in chat.tags:
+        return []
+    before = _watch(chat)
+    chat.tags.remove(name)
+    events = [_event(world, chat, "chat.untagged", at, "agent", agent_id=who.id, data={"tag": name})]
+    return _updated(world, chat, at, before, events, "agent", by=who.id)
+
+
+def agent_set_priority(world: World, at: float, chat_id: str, agent: str, priority) -> list:
+    """An agent sets the priority 0–4 → [chat.updated]; nothing when it is the same."""
+    chat, who = _seen_by(world, chat_id, agent)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 4:
+        raise CommandRefused("bad_request", "priority must be an integer 0–4")
+    before = _watch(chat)
+    chat.priority = priority
+    return _updated(world, chat, at, before, [], "agent", by=who.id)
+
+
+def _tag_name(tag) -> str:
+    _text(tag, "tag")
+    if len(tag) > MAX_TAG or tag != tag.strip():
+        raise CommandRefused("bad_request", f"a tag is at most {MAX_TAG} characters, without spaces around it")
+    return tag
+
+
 def _bot_message(world, at, chat_id, text, kind, rule, article=None) -> list:
     chat = world.chat(chat_id)
     _text(text)
@@ -845,5 +892,5 @@ INPUTS = {
     "unsubscribe": unsubscribe, "lock": lock, "unlock": unlock, "reply": reply, "note": note,
     "assign": assign, "close": close, "reopen": reopen, "edit_message": edit_message,
     "delete_message": delete_message, "agent_status": agent_status, "snooze": snooze,
-    "set_status": set_status,
+    "set_status": set_status, "tag": agent_tag, "untag": agent_untag, "set_priority": agent_set_priority,
 }

@@ -238,8 +238,12 @@ class Engine:
             if shortcut not in self.canned:
                 raise C.CommandRefused("bad_request", f"no canned response `{shortcut}`")
             args["canned_text"] = self.canned[shortcut]
-        if command == "snooze" and args.get("until_next") is not None:
-            args["until"] = self.schedule_start(args.pop("until_next"), at)
+        if command == "snooze":
+            until_next = args.pop("until_next", None)
+            if until_next is not None:
+                if args.get("until") is not None or args.get("duration") is not None:
+                    raise C.CommandRefused("bad_request", "snooze takes one of for, until and until_next")
+                args["until"] = self.schedule_start(until_next, at)
         if command == "reply" and args.get("article") is not None:
             slug = args["article"]
             if slug not in self.articles:

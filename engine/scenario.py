@@ -49,6 +49,9 @@ STEPS = {
     "agent_status": ("agent_status", {"agent": "agent", "status": "status"}),
     "snooze": ("snooze", {"agent": "agent", "for": "duration", "until_next": "until_next"}),
     "set_status": ("set_status", {"agent": "agent", "status": "status"}),
+    "tag": ("tag", {"agent": "agent", "tag": "tag"}),
+    "untag": ("untag", {"agent": "agent", "tag": "tag"}),
+    "set_priority": ("set_priority", {"agent": "agent", "priority": "priority"}),
 }
 NO_CHAT_STEPS = {"agent_status"}
 EXPECT_KEYS = {"at", "from", "to", "fired", "not_fired", "notified", "emails", "webhooks", "replies", "chat",

@@ -70,7 +70,8 @@ def simple_command(chat_id, command):
     me = current_agent()
     if command not in SIMPLE_COMMANDS:
         raise ApiError(404, "not_found", f"no command `{command}`",
-                       {"commands": list(SIMPLE_COMMANDS) + ["reply", "note", "assign"]})
+                       {"commands": list(SIMPLE_COMMANDS) + ["reply", "note", "assign", "tag", "untag", "priority",
+                                                             "snooze", "status"]})
     _visible_chat(chat_id, me)
     _runtime().command(command, chat_id, agent=me["id"])
     return _after(chat_id, me)
@@ -104,6 +105,54 @@ def assign(chat_id):
     if data.get("by"):
         args["strategy"] = data["by"]
     _runtime().command("assign", chat_id, **args)
+    return _after(chat_id, me)
+
+
+@bp.post("/chats/<chat_id>/tag")
+def tag(chat_id):
+    me = current_agent()
+    data = body("Tag")
+    _visible_chat(chat_id, me)
+    _runtime().command("tag", chat_id, agent=me["id"], tag=data["tag"])
+    return _after(chat_id, me)
+
+
+@bp.post("/chats/<chat_id>/untag")
+def untag(chat_id):
+    me = current_agent()
+    data = body("Tag")
+    _visible_chat(chat_id, me)
+    _runtime().command("untag", chat_id, agent=me["id"], tag=data["tag"])
+    return _after(chat_id, me)
+
+
+@bp.post("/chats/<chat_id>/priority")
+def set_priority(chat_id):
+    me = current_agent()
+    data = body("SetPriority")
+    _visible_chat(chat_id, me)
+    _runtime().command("set_priority", chat_id, agent=me["id"], priority=data["priority"])
+    return _after(chat_id, me)
+
+
+@bp.post("/chats/<chat_id>/snooze")
+def snooze(chat_id):
+    """``{"for": "2h"}``, ``{"until": EPOCH_SECONDS}`` or ``{"until_next": "SCHEDULE"}``
+    (a schedule of the active rule set: until it next opens)."""
+    me = current_agent()
+    data = body("Snooze")
+    _visible_chat(chat_id, me)
+    _runtime().command("snooze", chat_id, agent=me["id"], duration=data.get("for"), until=data.get("until"),
+                       until_next=data.get("until_next"))
+    return _after(chat_id, me)
+
+
+@bp.post("/chats/<chat_id>/status")
+def set_status(chat_id):
+    me = current_agent()
+    data = body("SetStatus")
+    _visible_chat(chat_id, me)
+    _runtime().command("set_status", chat_id, agent=me["id"], status=data["status"])
     return _after(chat_id, me)
 
 

@@ -62,6 +62,12 @@ MATRIX = [
     ("post", "/api/chats/{A}/note", {"text": "internal"}, (401, 401, 401, 404, 404, 201, 201, 404)),
     ("post", "/api/chats/{A}/reply", {"text": "hello"}, (401, 401, 401, 404, 404, 403, 201, 404)),
     ("post", "/api/chats/{A}/read", None, (401, 401, 401, 404, 404, 200, 200, 404)),
+    # issue 8.10: anyone who sees the chat (snooze and status stop at another's lock)
+    ("post", "/api/chats/{A}/tag", {"tag": "vip"}, (401, 401, 401, 404, 404, 200, 200, 404)),
+    ("post", "/api/chats/{A}/untag", {"tag": "vip"}, (401, 401, 401, 404, 404, 200, 200, 404)),
+    ("post", "/api/chats/{A}/priority", {"priority": 2}, (401, 401, 401, 404, 404, 200, 200, 404)),
+    ("post", "/api/chats/{A}/snooze", {"for": "1h"}, (401, 401, 401, 404, 404, 200, 200, 404)),
+    ("post", "/api/chats/{A}/status", {"status": "pending"}, (401, 401, 401, 404, 404, 200, 200, 404)),
     ("post", "/api/chats/{A}/lock", None, (401, 401, 401, 404, 404, 403, 200, 404)),
     ("post", "/api/widget/chats/{A}/messages", {"text": "more"}, (401, 201, 404, 404, 404, 404, 404, 404)),
     ("post", "/api/widget/chats/{A}/read", None, (401, 200, 404, 404, 404, 404, 404, 404)),
