@@ -187,11 +187,6 @@ def _check_for(node: ast.For, scope: Scope) -> Typed:
                      "`for` does not apply to an SLA state",
                      "set the time in the policy: `due_soon` says how long before its due time a target is due soon")
         return Typed(V.BOOL)
-    if node.within is not None:
-        scope.report(node.within_span, "unknown_state",
-                     "`within` counts a state's duration in business time, not a condition's",
-                     'hold a state, e.g. `chat.awaiting_agent for 2h within "support_hours"`')
-        return Typed(V.BOOL)
     if isinstance(inner, ast.Ref):
         t = fact_type(inner.name)
         if t is None:
@@ -203,6 +198,11 @@ def _check_for(node: ast.For, scope: Scope) -> Typed:
                          + "; a condition for a duration is written in parentheses, "
                          + f"e.g. `({inner.name} == …) for {node.duration.text}`")
             return Typed(V.BOOL)
+    if node.within is not None:
+        scope.report(node.within_span, "unknown_state",
+                     "`within` counts a state's duration in business time, not a condition's",
+                     'hold a state, e.g. `chat.awaiting_agent for 2h within "support_hours"`')
+        return Typed(V.BOOL)
     t = check_expr(node.operand, scope)
     if t.type.name not in ("bool", "any"):
         scope.report(node.operand.span, "unknown_state",
