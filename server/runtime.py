@@ -11,6 +11,7 @@ and no effect is stored twice.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import logging
 import secrets
 import threading
@@ -300,6 +301,7 @@ class Runtime:
         agents = self._agents(conn, first["agents_revision"])
         shared = _shared_routing(conn)
         articles, canned = self._articles(conn), self._canned(conn)
+        repeated = Counter(c.chat_id for c in cmds)
         current: dict = {}  # chat id -> (state dict, event seq) after the batch's commands so far
         changed: dict = {}  # chat id -> World as its last applied command left it
         outcomes, events = [], []
@@ -318,7 +320,7 @@ class Runtime:
                 outcomes.append(e)
                 continue
             chat = world.chats[cmd.chat_id]
-            if sum(1 for c in cmds if c.chat_id == cmd.chat_id) > 1:
+            if repeated[cmd.chat_id] > 1:
                 current[cmd.chat_id] = (chat_to_dict(chat), world.seq_of(cmd.chat_id))
             changed[cmd.chat_id] = world
             events += evs
