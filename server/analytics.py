@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from sqlalchemy import (JSON, Column, bindparam, Float, Integer, MetaData, String, Table, and_, case, func, literal,
                         null, or_, select, true, union_all)
 
+from . import analytics_days
 from . import store as S
+from .analytics_days import Samples
 
 # The columns migration 0003 has the database generate (``events.msg_kind``,
 # ``events.agent_id``, ``chats.department``) are not in server.store's tables, which
@@ -215,28 +217,47 @@ def _figures(s, q: Query) -> list[_Figure]:
 
 
 def _summaries(conn, q: Query) -> dict:
-    """{(metric, agent): {"count", "chats", "median", "p90"}} of every figure (agent
-    ALL for the figures over everyone), in one statement: the stream is read, sorted and
-    walked once. PostgreSQL aggregates in two scans of it (the figures over everyone,
-    then per agent); SQLite has no percentile aggregate and returns the samples."""
-    postgres = conn.dialect.name == "postgresql"
-    s = _stream(q, postgres)
+    """{(metric, agent): {"count", "chats", "median", "p90"}} of every figure (agent ALL
+    for the figures over everyone). Without chat filters, from the kept samples of the
+    closed days and a walk of the rest (server.analytics_days); with filters, from one
+    walk of the period: PostgreSQL aggregates it in two scans (the figures over everyone,
+    then per agent), SQLite has no percentile aggregate and returns the samples."""
+    if not q.filtered:
+        return _summarized(analytics_days.samples(conn, q, live=_samples, begin=_tune))
+    if conn.dialect.name == "postgresql":
+        s = _stream(q, postgres=True)
+        return _aggregated(conn, s, _figures(s, q))
+    return _summarized(_samples(conn, q))
+
+
+def _samples(conn, q: Query) -> dict:
+    """{(metric, agent): Samples} of every figure over the period of ``q``: one walk of
+    the stream, each sample row fetched (chat ids only for the figures counted in chats)."""
+    s = _stream(q, conn.dialect.name == "postgresql")
     figures = _figures(s, q)
-    if postgres:
-        return _aggregated(conn, s, figures)
     none = null()
-    parts = [select(literal(fig.metric).label("metric"), (s.c.agent_id if fig.per_agent else literal(ALL)).label("agent"),
-                    s.c.chat_id, (fig.value if fig.value is not None else none).label("value")).where(fig.where)
-             for fig in figures]
-    groups: dict = {}
-    for m, a, chat_id, value in conn.execute(union_all(*parts)):
-        g = groups.setdefault((m, a), ([], set(), []))
-        g[0].append(chat_id)
-        g[1].add(chat_id)
+    parts = [select(literal(i).label("figure"), (s.c.agent_id if fig.per_agent else literal(ALL)).label("agent"),
+                    (s.c.chat_id if fig.distinct_chats else none).label("chat_id"),
+                    (fig.value if fig.value is not None else none).label("value")).where(fig.where)
+             for i, fig in enumerate(figures)]
+    out: dict = {}
+    for i, agent, chat_id, value in conn.execute(union_all(*parts)):
+        fig = figures[i]
+        g = out.get((fig.metric, agent))
+        if g is None:
+            g = out[(fig.metric, agent)] = Samples(0, set() if fig.distinct_chats else None, [])
+        g.count += 1
+        if chat_id is not None:
+            g.chats.add(chat_id)
         if value is not None:
-            g[2].append(value)
-    return {key: {"count": len(ids), "chats": len(distinct), "median": percentile(vals, 0.5),
-                  "p90": percentile(vals, 0.9)} for key, (ids, distinct, vals) in groups.items()}
+            g.values.append(value)
+    return out
+
+
+def _summarized(samples: dict) -> dict:
+    return {key: {"count": s.count, "chats": None if s.chats is None else len(s.chats),
+                  "median": percentile(s.values, 0.5), "p90": percentile(s.values, 0.9)}
+            for key, s in samples.items()}
 
 
 def _aggregated(conn, s, figures) -> dict:
@@ -407,19 +428,23 @@ def _agents(conn, q: Query, sums: dict) -> list[dict]:
     return out
 
 
+def _tune(conn) -> None:
+    """Settings of the report's transaction (call at its start). PostgreSQL's JIT
+    compiles a plan this size with LLVM once its estimated cost is high: on a month of a
+    million messages the compiling took 5 s of a 10 s report, the query itself half
+    that. The sorts of the stream fit in memory with a little more than the default 4 MB."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL jit = off")
+        conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+
+
 def report(db, q: Query, parts=("overview", "agents", "rules"), rule_ids=()) -> dict:
     """The report of ``q``: ``overview`` (chats started, answered, closed, escalated,
     waited longer; first response, response and resolution times; email), ``agents``
     and ``rules``, as JSON-able data (times in seconds)."""
     out = {}
     with db.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            # For this transaction only. PostgreSQL's JIT compiles a plan this size with
-            # LLVM once its estimated cost is high: on a month of a million messages the
-            # compiling took 5 s of a 10 s report, the query itself half that. The sorts
-            # of the stream fit in memory with a little more than the default 4 MB.
-            conn.exec_driver_sql("SET LOCAL jit = off")
-            conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+        _tune(conn)
         if "overview" in parts or "agents" in parts:
             sums = _summaries(conn, q)
             if "overview" in parts:

@@ -14,8 +14,8 @@ import os
 import time
 
 import orjson
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String,
-                        Table, Text, create_engine, event, exc)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, LargeBinary, MetaData,
+                        String, Table, Text, create_engine, event, exc)
 
 metadata = MetaData()
 
@@ -193,6 +193,33 @@ routing_picks = Table(  # each pick of department assignment and the backlog (mi
     Column("chat_id", String(100)),
     Column("at", Float, nullable=False),
     Index("ix_routing_picks_agent_at", "agent_id", "at"),
+)
+
+# The analytics' samples of closed days (migration 0007; server/analytics_days.py): a cache
+# of what the events say, which triggers on ``events`` empty from a day whose events change.
+analytics_state = Table(  # one row (id 1): days before ``until`` may be kept
+    "analytics_state", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("until", Float, nullable=False),
+    Column("changes", BigInteger, nullable=False),
+)
+
+analytics_days = Table(  # the days kept, per wait threshold
+    "analytics_days", metadata,
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("wait_minutes", Float, primary_key=True),
+    Column("computed_at", Float, nullable=False),
+)
+
+analytics_day_figures = Table(  # per day kept: each figure's samples
+    "analytics_day_figures", metadata,
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("wait_minutes", Float, primary_key=True),
+    Column("metric", String(40), primary_key=True),
+    Column("agent", String(100), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("chats", Text),
+    Column("samples", LargeBinary),
 )
 
 canned = Table(

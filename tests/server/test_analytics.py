@@ -8,14 +8,22 @@ own log of what it did and computes every expected figure from that log in plain
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import math
+import os
 import random
 import statistics
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pytest
+from sqlalchemy import insert, select
 
 from server import analytics as A
+from server import analytics_days
+from server import store as S
 
 START = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc).timestamp()  # the clock fixture's start (conftest)
 
@@ -484,3 +492,160 @@ def test_per_rule_counts_kept_by_the_workers_agree_with_the_traces(runtime, hist
             q = A.Query(lo, hi, now=horizon)
             assert A._rule_runs(conn, q) == A._rule_traces(conn, q)
             assert A._rule_runs(conn, q)  # something ran
+
+
+# ------------------------------------------------------------------ the kept days (server.analytics_days)
+
+DAY = 86400
+FIRST_DAY = math.floor(START / DAY)  # the history spans this day from 09:00 and the next
+LATER = (FIRST_DAY + 2) * DAY + 3600  # "now" for these tests: both days are over
+
+
+def _kept_days(runtime, wait_minutes=10.0) -> list[int]:
+    t = S.analytics_days
+    with runtime.db.connect() as conn:
+        return sorted(conn.execute(select(t.c.day).where(t.c.wait_minutes == wait_minutes)).scalars())
+
+
+def _walked(runtime, q):
+    """The figures of one walk of the whole period, as before the days were kept."""
+    with runtime.db.connect() as conn:
+        A._tune(conn)
+        return A._summarized(A._samples(conn, q))
+
+
+def test_kept_days_give_the_figures_of_one_walk_of_the_period(runtime, history, monkeypatch):
+    logs, horizon = history
+    first_day = FIRST_DAY
+    periods = [(START, horizon + 1), (first_day * DAY, horizon + 1), ((first_day - 2) * DAY, (first_day + 3) * DAY),
+               (START + 3600, START + 30 * 3600)]
+    answers = {}
+    for lo, hi in periods:
+        for minutes in (10.0, 3.0):
+            q = A.Query(lo, hi, now=LATER, wait_minutes=minutes)
+            with runtime.db.connect() as conn:
+                A._tune(conn)
+                answers[q] = A._summaries(conn, q)
+            assert answers[q] == _walked(runtime, q), (lo - START, hi - START, minutes)
+    assert _kept_days(runtime) == [first_day, first_day + 1] == _kept_days(runtime, 3.0)
+
+    # asked again, the kept days are read, not walked
+    def no_walk(*args, **kwargs):
+        raise AssertionError("a kept day was walked again")
+    monkeypatch.setattr(analytics_days, "fill", no_walk)
+    for q, answer in answers.items():
+        with runtime.db.connect() as conn:
+            assert A._summaries(conn, q) == answer
+
+
+def test_a_late_write_into_a_kept_day_is_counted(runtime, history, clock):
+    logs, horizon = history
+    first_day = FIRST_DAY
+    lo, hi = first_day * DAY, (first_day + 2) * DAY
+    A.report(runtime.db, A.Query(lo, hi, now=LATER), parts=("overview",))
+    assert _kept_days(runtime) == [first_day, first_day + 1]
+
+    # a chat started, joined, answered and closed in the second kept day, written now
+    t0 = (first_day + 1) * DAY + 600.0
+    log = ChatLog("late", t0, "widget", None, [(t0, "created", None), (t0, "customer", None), (t0 + 120, "join", "bob"),
+                                              (t0 + 300, "reply", "bob"), (t0 + 2000, "close", "bob")])
+    clock.now = t0
+    runtime.start_chat("late", None, customer={"id": "ul", "name": "L", "email": "l@example.com"}, channel="widget",
+                       text="Hello")
+    for t, kind, who in log.items[2:]:
+        clock.now = t
+        runtime.command(kind, "late", agent=who, **({"text": "answer"} if kind == "reply" else {}))
+    clock.now = horizon
+    assert _kept_days(runtime) == [first_day]  # that day on is forgotten; the day before stays
+
+    got = A.report(runtime.db, A.Query(lo, hi, now=LATER), parts=("overview", "agents"))
+    want = expected(logs + [log], lo, hi, LATER, horizon)
+    assert got["overview"]["chats"] == want["chats"]
+    for figure in ("first_response_time", "response_time", "resolution_time"):
+        assert got["overview"][figure] == approx(want[figure]), figure
+    assert _by_agent(got["agents"]) == approx(want["agents"])
+    assert want["chats"] != expected(logs, lo, hi, LATER, horizon)["chats"]  # the late chat shows
+    assert _kept_days(runtime) == [first_day, first_day + 1]
+
+
+def _late_event(conn, at: float, chat_id: str = "late") -> None:
+    """A chat.created event as the runtime stores it, written straight into the table."""
+    conn.execute(insert(S.events).values(id=f"{chat_id}:1", chat_id=chat_id, type="chat.created", at=at, payload={
+        "id": f"{chat_id}:1", "type": "chat.created", "chat_id": chat_id, "at": at, "actor": "customer",
+        "agent_id": None, "rule": None, "message_id": None, "data": {}}))
+
+
+def _started(runtime, q) -> int:
+    return A.report(runtime.db, q, parts=("overview",))["overview"]["chats"]["started"]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_write_in_flight_when_a_day_is_first_kept_is_waited_for(runtime, history):
+    """The write read the old ``until`` (the day was not kept yet), so the trigger let it
+    pass; the fill must not walk the day before it commits."""
+    logs, horizon = history
+    day = FIRST_DAY + 1
+    q = A.Query(day * DAY, (day + 1) * DAY, now=LATER)
+    before = sum(1 for c in logs if q.start <= c.start < q.end)
+    writer = runtime.db.connect()
+    _late_event(writer, day * DAY + 60)
+    commit = threading.Timer(0.5, writer.commit)
+    commit.start()
+    try:
+        assert _started(runtime, q) == before + 1
+    finally:
+        commit.join()
+        writer.close()
+    assert _kept_days(runtime) == [day] and _started(runtime, q) == before + 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_late_write_while_a_day_is_kept_forgets_it_after(runtime, history):
+    """A late write that starts after the fill walked the day waits for the fill's
+    commit (PostgreSQL: the analytics_state row; SQLite: the one writer), then forgets it."""
+    logs, horizon = history
+    day = FIRST_DAY + 1
+    q = A.Query(day * DAY, (day + 1) * DAY, now=LATER)
+    before = _started(runtime, q)  # the day is kept: until covers it
+    assert _kept_days(runtime) == [day]
+
+    def write():
+        with runtime.db.connect() as w:
+            _late_event(w, day * DAY + 60)
+            w.commit()
+
+    writer = threading.Thread(target=write)
+
+    def walk_then_write(conn, q):
+        found = A._samples(conn, q)
+        writer.start()
+        writer.join(0.5)  # it waits for this fill
+        return found
+
+    with runtime.db.connect() as conn:
+        kept = analytics_days.fill(conn, [day], dataclasses.replace(q, wait_minutes=5.0), walk_then_write)
+    writer.join()
+    assert kept[day][("started", A.ALL)].count == before  # walked before the write
+    assert _kept_days(runtime, 5.0) == [] and _kept_days(runtime) == []
+    assert _started(runtime, dataclasses.replace(q, wait_minutes=5.0)) == before + 1
+
+
+def test_the_triggers_watch_the_event_types_the_reports_read():
+    path = os.path.join(os.path.dirname(S.__file__), "migrations", "versions", "0007_analytics_days.py")
+    spec = importlib.util.spec_from_file_location("migration_0007", path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert migration.STREAM_TYPES == A.STREAM_TYPES
+
+
+def test_a_period_splits_into_kept_days_and_pieces_walked():
+    d = 20_000 * DAY
+    q = A.Query(d + 3600, d + 3 * DAY + 7200, now=d + 10 * DAY)
+    assert analytics_days.split(q, first_event=d) == ([20_001, 20_002], [(d + 3600, d + DAY), (d + 3 * DAY, d + 3 * DAY + 7200)])
+    # days not over by now are walked, as are days before the first event
+    assert analytics_days.split(dataclasses.replace(q, now=d + 2 * DAY + 5), first_event=d) == (
+        [20_001], [(d + 3600, d + DAY), (d + 2 * DAY, d + 3 * DAY + 7200)])
+    assert analytics_days.split(q, first_event=d + 2 * DAY + 1) == ([20_002], [(d + 3600, d + 2 * DAY),
+                                                                            (d + 3 * DAY, d + 3 * DAY + 7200)])
+    assert analytics_days.split(q, first_event=None) == ([], [(q.start, q.end)])
+    assert analytics_days.split(A.Query(d, d + DAY, now=d + DAY), first_event=d) == ([20_000], [])

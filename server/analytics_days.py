@@ -1,0 +1,239 @@
+"""The analytics' samples of closed UTC days, kept so that a month's report reads a few
+rows per day instead of walking every event of the month.
+
+Every figure's sample belongs to the moment its defining thing happened (the reply, the
+close, the join …; a long wait to the moment its threshold passed), and what a day's
+samples are depends only on the events up to that day's end. So once a day is over its
+samples stay as they are — unless an event of that day, or an earlier one, is written or
+changed later (a commit straddling midnight, an import, a virtual clock). Hence:
+
+- ``samples(conn, q, live)`` answers a period from the whole days that are over (by
+  ``q.now``), read from ``analytics_day_figures``, plus the rest of the period (its
+  partial first and last days, today) walked by ``live`` as before. A day not kept yet
+  is computed by ``live`` for that day alone and kept (per ``wait_minutes``, which the
+  ``waited`` figure depends on). Only reports without chat filters use it: the filters
+  are read from the chats as they are now.
+- Triggers on ``events`` (migration 0007) delete the kept days from the day of any
+  stream event written, deleted or changed before ``analytics_state.until``, in the
+  writer's transaction; so a report after that write walks those days again.
+
+Why the result is exact: a day's samples are the rows of the walk whose moment is in the
+day, with the same running values (each chat's history is read from its start), so the
+days' samples together are the period's. Counts add up; the figures counted in chats
+keep their distinct chat ids per day (a chat closed on two days counts once in the
+period); medians and p90s are taken over all the values, which are kept sorted.
+
+Races, and why none leaves a stale day kept. A fill widens ``until`` first (committed),
+then on PostgreSQL waits for the write transactions in flight at that moment (they may
+have read the old ``until`` and written into the new days without the trigger's
+attention). Each day is then computed in a transaction that first locks the
+``analytics_state`` row; the trigger updates that row before deleting, so a late write
+either committed before the fill's walk (which then sees it) or waits for the fill to
+commit and deletes what it kept. On SQLite the lock is the database's one writer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from array import array
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, insert, select, text, update
+
+from . import store as S
+
+DAY = 86400
+WAIT_FOR_WRITERS = 10.0  # seconds a fill waits for the writes in flight; then it walks those days live
+
+
+@dataclass
+class Samples:
+    """One figure's samples (everyone's or one agent's): how many, the distinct chats
+    (None when the figure is not counted in chats), the values (times in seconds)."""
+
+    count: int = 0
+    chats: set | None = None
+    values: list = field(default_factory=list)
+
+    def add(self, other: "Samples") -> None:
+        self.count += other.count
+        if other.chats is not None:
+            self.chats = set(other.chats) if self.chats is None else self.chats | other.chats
+        self.values.extend(other.values)
+
+
+def merge(into: dict, part: dict) -> dict:
+    """Adds the samples ``part`` ({key: Samples}) to ``into``; returns ``into``."""
+    for key, s in part.items():
+        into.setdefault(key, Samples()).add(s)
+    return into
+
+
+# ------------------------------------------------------------------ the period, split
+
+def split(q, first_event: float | None) -> tuple[list[int], list[tuple[float, float]]]:
+    """(days, pieces): the whole UTC days of ``q``'s period that are over by ``q.now`` and
+    that may hold events (none before ``first_event``, the earliest stored event's time),
+    as day numbers; and the rest of the period as ``[start, end)`` pieces to walk."""
+    first, last = math.ceil(q.start / DAY), math.floor(min(q.end, q.now) / DAY)
+    if first_event is not None:
+        first = max(first, min(math.floor(first_event / DAY), last))
+    if first_event is None or first >= last:
+        return [], [(q.start, q.end)]
+    pieces = []
+    if q.start < first * DAY:
+        pieces.append((q.start, first * DAY))
+    if last * DAY < q.end:
+        pieces.append((last * DAY, q.end))
+    return list(range(first, last)), pieces
+
+
+def samples(conn, q, live, begin=lambda conn: None) -> dict:
+    """{(metric, agent): Samples} of the period of ``q`` (a query without chat filters):
+    the kept days (filled first where missing) and ``live(conn, q)`` of the rest.
+    ``begin(conn)`` is called at the start of each transaction the fill leaves open."""
+    first_event = conn.execute(select(S.events.c.at).order_by(S.events.c.at).limit(1)).scalar()
+    days, pieces = split(q, first_event)
+    out: dict = {}
+    if days:
+        found = read(conn, days, q.wait_minutes)
+        missing = [d for d in days if d not in found]
+        if missing:
+            found.update(fill(conn, missing, q, live, begin))
+            pieces += [(d * DAY, (d + 1) * DAY) for d in missing if d not in found]
+        for d in days:
+            if d in found:
+                merge(out, found[d])
+    for start, end in pieces:
+        merge(out, live(conn, dataclasses.replace(q, start=start, end=end)))
+    return out
+
+
+# ------------------------------------------------------------------ the kept days
+
+def _pack(values) -> bytes | None:
+    if not values:
+        return None
+    a = array("d", sorted(values))
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a.tobytes()
+
+
+def _unpack(blob) -> array:
+    a = array("d")
+    if blob:
+        a.frombytes(bytes(blob))
+        if sys.byteorder == "big":
+            a.byteswap()
+    return a
+
+
+def read(conn, days: list[int], wait_minutes: float) -> dict:
+    """{day: {(metric, agent): Samples}} of the ``days`` kept for ``wait_minutes`` (a kept
+    day without samples maps to {}). One statement: a day and its figures are deleted
+    together, so it never sees a day without its figures."""
+    d, f = S.analytics_days, S.analytics_day_figures
+    stmt = (select(d.c.day, f.c.metric, f.c.agent, f.c.count, f.c.chats, f.c.samples)
+            .select_from(d.outerjoin(f, and_(f.c.day == d.c.day, f.c.wait_minutes == d.c.wait_minutes)))
+            .where(and_(d.c.wait_minutes == wait_minutes, d.c.day >= days[0], d.c.day <= days[-1])))
+    wanted = set(days)
+    out: dict = {}
+    for day, metric, agent, count, chats, blob in conn.execute(stmt):
+        if day not in wanted:
+            continue
+        figures = out.setdefault(day, {})
+        if metric is not None:
+            figures[(metric, agent)] = Samples(count, None if chats is None else set(json.loads(chats)),
+                                               _unpack(blob).tolist())
+    return out
+
+
+def fill(conn, days: list[int], q, live, begin=lambda conn: None) -> dict:
+    """Walks each of ``days`` (whole days over by ``q.now``) with ``live`` and keeps its
+    samples; returns {day: samples} of the days kept. Commits the connection's
+    transaction first. Days whose writes in flight did not end within
+    WAIT_FOR_WRITERS are left out (the caller walks them live)."""
+    conn.commit()
+    if not _widen(conn, (days[-1] + 1) * DAY):
+        begin(conn)
+        return {}
+    state, kept = S.analytics_state, S.analytics_days
+    out = {}
+    for day in days:
+        # the lock: a late write to this day or an earlier one waits for this commit, or
+        # this waits for it (the trigger updates the same row)
+        conn.execute(update(state).where(state.c.id == 1).values(changes=state.c.changes))
+        begin(conn)
+        done = conn.execute(select(kept.c.day).where(and_(kept.c.day == day, kept.c.wait_minutes == q.wait_minutes)))
+        if done.first() is not None:  # another report kept it meanwhile
+            conn.commit()
+            out.update(read(conn, [day], q.wait_minutes))
+            continue
+        found = live(conn, dataclasses.replace(q, start=day * DAY, end=(day + 1) * DAY, now=(day + 1) * DAY))
+        _keep(conn, day, q.wait_minutes, found, computed_at=q.now)
+        conn.commit()
+        out[day] = found
+    conn.commit()
+    begin(conn)
+    return out
+
+
+def _keep(conn, day: int, wait_minutes: float, found: dict, computed_at: float) -> None:
+    conn.execute(insert(S.analytics_days).values(day=day, wait_minutes=wait_minutes, computed_at=computed_at))
+    rows = [{"day": day, "wait_minutes": wait_minutes, "metric": metric, "agent": agent, "count": s.count,
+             "chats": None if s.chats is None else json.dumps(sorted(s.chats)), "samples": _pack(s.values)}
+            for (metric, agent), s in found.items() if agent is not None]
+    if rows:
+        conn.execute(insert(S.analytics_day_figures), rows)
+
+
+def _widen(conn, until: float) -> bool:
+    """Makes ``analytics_state.until`` at least ``until`` (committed). On PostgreSQL,
+    then waits for the write transactions of this database in flight: they may have read
+    the old ``until`` and written into the new days unseen by the trigger. False if they
+    did not end within WAIT_FOR_WRITERS."""
+    state = S.analytics_state
+    now = conn.execute(select(state.c.until).where(state.c.id == 1)).scalar()
+    if now is not None and now >= until:
+        conn.commit()
+        return True
+    if now is None:
+        _create_state(conn, until)
+    else:
+        conn.execute(update(state).where(and_(state.c.id == 1, state.c.until < until)).values(until=until))
+    conn.commit()
+    if conn.dialect.name != "postgresql":
+        return True  # one writer at a time: none is in flight once this committed
+    return _writers_done(conn)
+
+
+def _create_state(conn, until: float) -> None:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    stmt = upsert(S.analytics_state).values(id=1, until=until, changes=0)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"until": until},
+                                            where=S.analytics_state.c.until < until))
+
+
+IN_FLIGHT = text("SELECT backend_xid::text FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()")
+STILL = text("SELECT backend_xid::text FROM pg_stat_activity WHERE backend_xid::text = ANY(:xids)")
+
+
+def _writers_done(conn) -> bool:
+    xids = list(conn.execute(IN_FLIGHT).scalars())
+    conn.commit()  # pg_stat_activity is read once per transaction
+    deadline = time.monotonic() + WAIT_FOR_WRITERS
+    while xids:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+        xids = list(conn.execute(STILL, {"xids": xids}).scalars())
+        conn.commit()
+    return True
