@@ -73,6 +73,7 @@ class Chat:
 
     def emit(self, type, at, actor, agent=None, rule=None, message=None, data=None, fired=(), effects=()):
         self.seq += 1
+        self.last_at = at
         eid = f"{self.id}:{self.seq}"
         payload = {"id": eid, "type": type, "chat_id": self.id, "at": at, "actor": actor, "agent_id": agent,
                    "rule": rule, "message_id": message, "data": data or {}}
@@ -113,7 +114,7 @@ class Chat:
                  "messages": self.messages, "agent_read": {}, "customer_read": 0, "muted": [],
                  "opened_at": self.created_at, "closed_at": None, "assigned_at": None, "unassigned_at": None,
                  "locked_at": None}
-        updated = max(self.messages[-1]["at"], self.created_at)
+        updated = max(self.last_at, self.created_at)  # the runtime sets it at every change of the chat
         return (self.id, self.channel, self.status, self.assignee, self.customer["id"], None, json.dumps(state),
                 json.dumps({"last": {}}), self.seq, self.created_at, updated)
 

@@ -119,8 +119,8 @@ def _stream(q: Query, postgres: bool):
     figure needs, so that each figure is a filter over these rows.
 
     The period's rows are read by range on ``events.at``; the earlier history is read
-    only for chats started before the period and changed since (``updated_at``), by
-    chat id — not the whole table before ``start``. The rows are sorted once, by chat
+    only for chats started before the period and changed since (``updated_at``; since
+    the wait threshold before it), by chat id — not the whole table before ``start``. The rows are sorted once, by chat
     and sequence; two window passes run over that order (the second needs the first's
     values; PostgreSQL does not sort again)."""
     e = events
@@ -133,11 +133,24 @@ def _stream(q: Query, postgres: bool):
     typed = e.c.type.in_(STREAM_TYPES)
     keep = _chat_filter(q)
     recent = select(*cols).where(and_(e.c.at >= q.start, e.c.at < q.end, typed))
-    older_chats = select(chats.c.id).where(and_(chats.c.created_at < q.start, chats.c.updated_at >= q.start))
-    older = select(*cols).where(and_(e.c.chat_id.in_(older_chats), e.c.at < q.start, typed))
+    # a chat changed after ``start`` has rows in the period; one changed in the wait
+    # threshold before it may have a wait that turns long in the period, with no row there
+    older_chats = select(chats.c.id).where(and_(chats.c.created_at < q.start,
+                                                chats.c.updated_at >= q.start - q.wait_minutes * 60.0))
     if keep is not None:
         recent = recent.where(e.c.chat_id.in_(keep))
-        older = older.where(e.c.chat_id.in_(keep))
+        older_chats = older_chats.where(chats.c.id.in_(keep))
+    if postgres:
+        # chat by chat through the chat_id index (LATERAL): left to itself, PostgreSQL
+        # hashed the older chats and read every event before the period by time — for
+        # the last day of a month, the 29 days before it
+        ids = older_chats.subquery("older_chats")
+        # (OFFSET 0 keeps the planner from pulling the subquery up into a hash join)
+        history = select(*cols).where(and_(e.c.chat_id == ids.c.id, e.c.at < q.start, typed)).offset(0) \
+            .lateral("history")
+        older = select(*history.c).select_from(ids.join(history, true()))
+    else:
+        older = select(*cols).where(and_(e.c.chat_id.in_(older_chats), e.c.at < q.start, typed))
     rows = union_all(recent, older).subquery("rows")
 
     k = rows.c.kind
