@@ -649,3 +649,22 @@ def test_a_period_splits_into_kept_days_and_pieces_walked():
                                                                             (d + 3 * DAY, d + 3 * DAY + 7200)])
     assert analytics_days.split(q, first_event=None) == ([], [(q.start, q.end)])
     assert analytics_days.split(A.Query(d, d + DAY, now=d + DAY), first_event=d) == ([20_000], [])
+
+
+def test_a_wait_turning_long_in_a_period_without_a_row_there_counts(runtime, history):
+    """The chat's last message is before the period, its threshold passes in it: the
+    chat has no row in the period, yet its customer waited longer there."""
+    logs, horizon = history
+    minutes = 20
+    found = []
+    for c in logs:
+        start, end, _, _ = waits(c)[-1]
+        late = start + minutes * MIN
+        if end is None and max(t for t, *_ in c.items) < late - 1 and late < horizon:
+            found.append(late)
+    assert found  # the generated history has such a chat
+    for late in found[:3]:
+        lo, hi = late - 1, late + 3600
+        got = A.report(runtime.db, A.Query(lo, hi, now=horizon, wait_minutes=minutes), parts=("overview",))
+        want = expected(logs, lo, hi, horizon, horizon, wait_minutes=minutes)
+        assert got["overview"]["chats"]["waited_longer"] == want["chats"]["waited_longer"] >= 1
