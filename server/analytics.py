@@ -13,10 +13,14 @@ README ("Analytics"). In short, over a chat's event stream in order:
   chat's first customer message;
 - *resolution time* is from the chat's start (or its last reopening) to a close.
 
-The event stream of the chats active in the period is read once and walked with window
-functions (SQLite ≥ 3.25 and PostgreSQL both have them). Medians and 90th percentiles
-are ``percentile_cont`` on PostgreSQL; SQLite has no such aggregate, so there the samples
-are fetched and the same interpolation is done in Python (:func:`percentile`).
+The event stream of the chats active in a period is read once and walked with window
+functions (SQLite ≥ 3.25 and PostgreSQL both have them): :func:`_samples` fetches each
+figure's samples, and medians and 90th percentiles are interpolated in Python
+(:func:`percentile`, as ``percentile_cont``). A report without chat filters walks only
+the parts of its period that are not whole past days; the samples of those are kept
+per day (``server.analytics_days``, forgotten when the day's events change). A report
+with filters walks its whole period; on PostgreSQL it is aggregated there
+(:func:`_aggregated`).
 """
 from __future__ import annotations
 
