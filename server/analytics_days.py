@@ -95,21 +95,29 @@ def samples(conn, q, live, begin=lambda conn: None) -> dict:
     """{(metric, agent): Samples} of the period of ``q`` (a query without chat filters):
     the kept days (filled first where missing) and ``live(conn, q)`` of the rest.
     ``begin(conn)`` is called at the start of each transaction the fill leaves open."""
-    first_event = conn.execute(select(S.events.c.at).order_by(S.events.c.at).limit(1)).scalar()
-    days, pieces = split(q, first_event)
+    found, pieces = by_day(conn, q, live, begin)
     out: dict = {}
-    if days:
-        found = read(conn, days, q.wait_minutes)
-        missing = [d for d in days if d not in found]
-        if missing:
-            found.update(fill(conn, missing, q, live, begin))
-            pieces += [(d * DAY, (d + 1) * DAY) for d in missing if d not in found]
-        for d in days:
-            if d in found:
-                merge(out, found[d])
+    for day in sorted(found):
+        merge(out, found[day])
     for start, end in pieces:
         merge(out, live(conn, dataclasses.replace(q, start=start, end=end)))
     return out
+
+
+def by_day(conn, q, live, begin=lambda conn: None) -> tuple[dict, list[tuple[float, float]]]:
+    """({day: {(metric, agent): Samples}}, pieces): the samples of each whole day of
+    ``q``'s period that is over, kept (filled first where missing), and the ``[start,
+    end)`` pieces of the period left to walk."""
+    first_event = conn.execute(select(S.events.c.at).order_by(S.events.c.at).limit(1)).scalar()
+    days, pieces = split(q, first_event)
+    if not days:
+        return {}, pieces
+    found = read(conn, days, q.wait_minutes)
+    missing = [d for d in days if d not in found]
+    if missing:
+        found.update(fill(conn, missing, q, live, begin))
+        pieces = pieces + [(d * DAY, (d + 1) * DAY) for d in missing if d not in found]
+    return found, pieces
 
 
 # ------------------------------------------------------------------ the kept days

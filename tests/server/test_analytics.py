@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from server import analytics as A
-from server import analytics_days
+from server import analytics_daily, analytics_days
 from server import store as S
 
 START = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc).timestamp()  # the clock fixture's start (conftest)
@@ -536,6 +536,14 @@ def test_kept_days_give_the_figures_of_one_walk_of_the_period(runtime, history, 
     for q, answer in answers.items():
         with runtime.db.connect() as conn:
             assert A._summaries(conn, q) == answer
+    # the daily series reads them too
+    q = A.Query(first_day * DAY, (first_day + 2) * DAY, now=LATER)
+    with runtime.db.connect() as conn:
+        walked = analytics_daily._walked(conn, q)
+    series = {datetime.fromisoformat(d["day"]).replace(tzinfo=timezone.utc).timestamp() // DAY:
+              {k: v for k, v in d.items() if k != "day"} for d in analytics_daily.daily(runtime.db, q)}
+    assert len(walked) == 2 and series == {
+        day: {name: walked[day].get(name, 0) for name in ("started", "answered", "closed")} for day in walked}
 
 
 def test_a_late_write_into_a_kept_day_is_counted(runtime, history, clock):
