@@ -84,9 +84,13 @@ class Query:
 
 def percentile(values, p: float) -> float | None:
     """``percentile_cont(p)``: linear interpolation between the closest ranks."""
-    if not values:
+    return _ranked(sorted(values), p)
+
+
+def _ranked(v, p: float) -> float | None:
+    """:func:`percentile` of values ``v`` already sorted."""
+    if not v:
         return None
-    v = sorted(values)
     pos = p * (len(v) - 1)
     lo = math.floor(pos)
     hi = min(lo + 1, len(v) - 1)
@@ -243,13 +247,16 @@ def _summaries(conn, q: Query) -> dict:
         return _summarized(analytics_days.samples(conn, q, live=_samples, begin=_tune))
     if conn.dialect.name == "postgresql":
         s = _stream(q, postgres=True)
-        return _aggregated(conn, s, _figures(s, q))
+        out = _aggregated(conn, s, _figures(s, q))
+        out[("escalated", ALL)] = {"count": None, "chats": _escalated(conn, q), "median": None, "p90": None}
+        return out
     return _summarized(_samples(conn, q))
 
 
 def _samples(conn, q: Query) -> dict:
     """{(metric, agent): Samples} of every figure over the period of ``q``: one walk of
-    the stream, each sample row fetched (chat ids only for the figures counted in chats)."""
+    the stream, each sample row fetched (chat ids only for the figures counted in chats);
+    and the chats escalated (``("escalated", ALL)``, from the notifications)."""
     s = _stream(q, conn.dialect.name == "postgresql")
     figures = _figures(s, q)
     none = null()
@@ -262,19 +269,23 @@ def _samples(conn, q: Query) -> dict:
         fig = figures[i]
         g = out.get((fig.metric, agent))
         if g is None:
-            g = out[(fig.metric, agent)] = Samples(0, set() if fig.distinct_chats else None, [])
+            g = out[(fig.metric, agent)] = Samples(0, set() if fig.distinct_chats else None)
         g.count += 1
         if chat_id is not None:
             g.chats.add(chat_id)
         if value is not None:
             g.values.append(value)
+    out[("escalated", ALL)] = _escalated_chats(conn, q)
     return out
 
 
 def _summarized(samples: dict) -> dict:
-    return {key: {"count": s.count, "chats": None if s.chats is None else len(s.chats),
-                  "median": percentile(s.values, 0.5), "p90": percentile(s.values, 0.9)}
-            for key, s in samples.items()}
+    out = {}
+    for key, s in samples.items():
+        v = sorted(s.values)  # once for both: the kept days' values are sorted runs, which sort fast
+        out[key] = {"count": s.count, "chats": None if s.chats is None else len(s.chats),
+                    "median": _ranked(v, 0.5), "p90": _ranked(v, 0.9)}
+    return out
 
 
 def _aggregated(conn, s, figures) -> dict:
@@ -311,17 +322,31 @@ def _aggregated(conn, s, figures) -> dict:
 
 # ------------------------------------------------------------------ the other tables
 
-def _escalated(conn, q: Query) -> int:
+def _escalations(q: Query):
+    """The escalation notifications of the period (each subscriber gets one)."""
     n = S.notifications
     # the template inline, not a parameter: PostgreSQL then proves the partial index
     # ix_notifications_escalations (migration 0003) applies whatever the plan
     template = bindparam("template", ESCALATION_TEMPLATE, literal_execute=True)
-    stmt = select(func.count(n.c.chat_id.distinct())).where(
-        and_(n.c.template == template, n.c.at >= q.start, n.c.at < q.end))
+    where = and_(n.c.template == template, n.c.at >= q.start, n.c.at < q.end)
     keep = _chat_filter(q)
-    if keep is not None:
-        stmt = stmt.where(n.c.chat_id.in_(keep))
-    return conn.execute(stmt).scalar() or 0
+    return where if keep is None else and_(where, n.c.chat_id.in_(keep))
+
+
+def _escalated(conn, q: Query) -> int:
+    """How many chats were escalated in the period (counted in the database)."""
+    n = S.notifications
+    return conn.execute(select(func.count(n.c.chat_id.distinct())).where(_escalations(q))).scalar() or 0
+
+
+def _escalated_chats(conn, q: Query) -> Samples:
+    """The escalations of the period as samples: their number and their chats."""
+    n = S.notifications
+    found = Samples(0, set())
+    for chat_id, times in conn.execute(select(n.c.chat_id, func.count()).where(_escalations(q)).group_by(n.c.chat_id)):
+        found.count += times
+        found.chats.add(chat_id)
+    return found
 
 
 def _email(conn, q: Query) -> dict:
@@ -418,7 +443,7 @@ def _overview(conn, q: Query, sums: dict) -> dict:
             "started": get("started")["count"],
             "answered": get("first_response")["count"],
             "closed": get("closed")["chats"],
-            "escalated_unread": _escalated(conn, q),
+            "escalated_unread": get("escalated")["chats"],
             "waited_longer": get("waited")["chats"],
         },
         "first_response_time": _times(get("first_response")),

@@ -13,9 +13,10 @@ changed later (a commit straddling midnight, an import, a virtual clock). Hence:
   is computed by ``live`` for that day alone and kept (per ``wait_minutes``, which the
   ``waited`` figure depends on). Only reports without chat filters use it: the filters
   are read from the chats as they are now.
-- Triggers on ``events`` (migration 0007) delete the kept days from the day of any
-  stream event written, deleted or changed before ``analytics_state.until``, in the
-  writer's transaction; so a report after that write walks those days again.
+- Triggers on ``events`` and ``notifications`` (migration 0007) delete the kept days
+  from the day of any stream event or escalation written, deleted or changed before
+  ``analytics_state.until``, in the writer's transaction; so a report after that write
+  walks those days again.
 
 Why the result is exact: a day's samples are the rows of the walk whose moment is in the
 day, with the same running values (each chat's history is read from its start), so the
@@ -56,7 +57,7 @@ class Samples:
 
     count: int = 0
     chats: set | None = None
-    values: list = field(default_factory=list)
+    values: array = field(default_factory=lambda: array("d"))
 
     def add(self, other: "Samples") -> None:
         self.count += other.count
@@ -156,7 +157,7 @@ def read(conn, days: list[int], wait_minutes: float) -> dict:
         figures = out.setdefault(day, {})
         if metric is not None:
             figures[(metric, agent)] = Samples(count, None if chats is None else set(json.loads(chats)),
-                                               _unpack(blob).tolist())
+                                               _unpack(blob))
     return out
 
 

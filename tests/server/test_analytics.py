@@ -576,6 +576,23 @@ def test_a_late_write_into_a_kept_day_is_counted(runtime, history, clock):
     assert _kept_days(runtime) == [first_day, first_day + 1]
 
 
+def test_a_late_escalation_into_a_kept_day_is_counted(runtime, history):
+    logs, horizon = history
+    q = A.Query(FIRST_DAY * DAY, (FIRST_DAY + 2) * DAY, now=LATER)
+    before = A.report(runtime.db, q, parts=("overview",))["overview"]["chats"]["escalated_unread"]
+    assert _kept_days(runtime) == [FIRST_DAY, FIRST_DAY + 1]
+    with runtime.db.begin() as conn:
+        conn.execute(insert(S.notifications).values(key="late-escalation", agent_id="alice", chat_id="never-escalated",
+                                                    rule="default.escalate_unread", template=A.ESCALATION_TEMPLATE,
+                                                    text="", at=(FIRST_DAY + 1) * DAY + 60))
+    assert _kept_days(runtime) == [FIRST_DAY]
+    assert A.report(runtime.db, q, parts=("overview",))["overview"]["chats"]["escalated_unread"] == before + 1
+    with runtime.db.begin() as conn:  # an ordinary notification forgets nothing
+        conn.execute(insert(S.notifications).values(key="late-new-message", agent_id="alice", chat_id="c1",
+                                                    template="new_message", text="", at=FIRST_DAY * DAY + 60))
+    assert _kept_days(runtime) == [FIRST_DAY, FIRST_DAY + 1]
+
+
 def _late_event(conn, at: float, chat_id: str = "late") -> None:
     """A chat.created event as the runtime stores it, written straight into the table."""
     conn.execute(insert(S.events).values(id=f"{chat_id}:1", chat_id=chat_id, type="chat.created", at=at, payload={
@@ -644,6 +661,7 @@ def test_the_triggers_watch_the_event_types_the_reports_read():
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
     assert migration.STREAM_TYPES == A.STREAM_TYPES
+    assert migration.ESCALATION_TEMPLATE == A.ESCALATION_TEMPLATE
 
 
 def test_a_period_splits_into_kept_days_and_pieces_walked():

@@ -1,5 +1,5 @@
 """analytics_days: the samples of each closed UTC day, kept for the reports, and the
-triggers that forget them when that day's events change
+triggers that forget them when that day's events or escalations change
 
 A month's overview walked every event of the month (5.6 s of PostgreSQL CPU for a
 million messages). Each figure's sample belongs to the day of its defining moment and,
@@ -15,9 +15,10 @@ once the day is over, does not change unless a stored event does; so
 
 It is a cache, not a copy: a write to ``events`` that touches a stream event
 (``chat.created``, ``message.created``, ``chat.closed``, ``chat.reopened``,
-``chat.joined``; inserted, deleted, or its time or content changed) at a time before
-``until`` deletes the kept days from that event's day on (later days too: their samples
-depend on the chats' history), in the writer's transaction. On PostgreSQL the trigger
+``chat.joined``), or to ``notifications`` that touches an escalation (template
+``unread_messages``) — inserted, deleted, or its time or content changed — at a time
+before ``until`` deletes the kept days from that row's day on (later days too: their
+samples depend on the chats' history), in the writer's transaction. On PostgreSQL the trigger
 updates the ``analytics_state`` row first, so a late write and a fill in progress wait
 for each other (see ``server/analytics_days.py``). Writes at the present (after
 ``until``) cost the trigger one read of that row.
@@ -34,9 +35,12 @@ down_revision = '0006'
 branch_labels = None
 depends_on = None
 
-# server.analytics.STREAM_TYPES (tests/server/test_analytics_days.py checks they agree)
+# server.analytics.STREAM_TYPES and ESCALATION_TEMPLATE (tests/server/test_analytics.py
+# checks they agree)
 STREAM_TYPES = ("chat.created", "message.created", "chat.closed", "chat.reopened", "chat.joined")
+ESCALATION_TEMPLATE = "unread_messages"
 _TYPES = ", ".join(f"'{t}'" for t in STREAM_TYPES)
+_ESCALATION = f"'{ESCALATION_TEMPLATE}'"
 
 PG_FUNCTION = f"""
 CREATE FUNCTION chatflow_analytics_forget() RETURNS trigger AS $$
@@ -44,14 +48,26 @@ DECLARE
   at double precision;
   first_day bigint;
 BEGIN
-  IF TG_OP = 'INSERT' THEN
+  IF TG_OP = 'INSERT' THEN  -- the trigger's WHEN has kept only the rows that count
     at := NEW.at;
-  ELSIF TG_OP = 'DELETE' THEN
-    IF OLD.type NOT IN ({_TYPES}) THEN RETURN NULL; END IF;
-    at := OLD.at;
-  ELSE
-    IF OLD.type NOT IN ({_TYPES}) AND NEW.type NOT IN ({_TYPES}) THEN RETURN NULL; END IF;
-    at := least(OLD.at, NEW.at);
+  ELSIF TG_TABLE_NAME = 'events' THEN
+    IF TG_OP = 'DELETE' THEN
+      IF OLD.type NOT IN ({_TYPES}) THEN RETURN NULL; END IF;
+      at := OLD.at;
+    ELSE
+      IF OLD.type NOT IN ({_TYPES}) AND NEW.type NOT IN ({_TYPES}) THEN RETURN NULL; END IF;
+      at := least(OLD.at, NEW.at);
+    END IF;
+  ELSE  -- notifications
+    IF TG_OP = 'DELETE' THEN
+      IF OLD.template IS DISTINCT FROM {_ESCALATION} THEN RETURN NULL; END IF;
+      at := OLD.at;
+    ELSE
+      IF OLD.template IS DISTINCT FROM {_ESCALATION} AND NEW.template IS DISTINCT FROM {_ESCALATION} THEN
+        RETURN NULL;
+      END IF;
+      at := least(OLD.at, NEW.at);
+    END IF;
   END IF;
   first_day := floor(at / 86400);
   -- a write into a day that may be kept: the row lock waits for a fill in progress
@@ -70,12 +86,16 @@ PG_TRIGGERS = (
     f"WHEN (NEW.type IN ({_TYPES})) EXECUTE FUNCTION chatflow_analytics_forget()",
     "CREATE TRIGGER analytics_forget_change AFTER UPDATE OF at, type, payload, chat_id OR DELETE ON events "
     "FOR EACH ROW EXECUTE FUNCTION chatflow_analytics_forget()",
+    f"CREATE TRIGGER analytics_forget_insert AFTER INSERT ON notifications FOR EACH ROW "
+    f"WHEN (NEW.template = {_ESCALATION}) EXECUTE FUNCTION chatflow_analytics_forget()",
+    "CREATE TRIGGER analytics_forget_change AFTER UPDATE OF at, template, chat_id OR DELETE ON notifications "
+    "FOR EACH ROW EXECUTE FUNCTION chatflow_analytics_forget()",
 )
 
 
-def _sqlite_trigger(name: str, when: str, types: str, at: str) -> str:
+def _sqlite_trigger(name: str, when: str, types: str, at: str, table: str = "events") -> str:
     day = f"CAST(({at}) / 86400 AS INTEGER)"  # times are positive: truncation is floor
-    return (f"CREATE TRIGGER {name} AFTER {when} ON events "
+    return (f"CREATE TRIGGER {name} AFTER {when} ON {table} "
             f"WHEN ({types}) AND ({at}) < (SELECT until FROM analytics_state WHERE id = 1) BEGIN "
             f"DELETE FROM analytics_day_figures WHERE day >= {day}; "
             f"DELETE FROM analytics_days WHERE day >= {day}; END")
@@ -86,6 +106,13 @@ SQLITE_TRIGGERS = (
     _sqlite_trigger("analytics_forget_delete", "DELETE", f"OLD.type IN ({_TYPES})", "OLD.at"),
     _sqlite_trigger("analytics_forget_update", "UPDATE OF at, type, payload, chat_id",
                     f"OLD.type IN ({_TYPES}) OR NEW.type IN ({_TYPES})", "min(OLD.at, NEW.at)"),
+    _sqlite_trigger("analytics_forget_escalation_insert", "INSERT", f"NEW.template = {_ESCALATION}", "NEW.at",
+                    "notifications"),
+    _sqlite_trigger("analytics_forget_escalation_delete", "DELETE", f"OLD.template = {_ESCALATION}", "OLD.at",
+                    "notifications"),
+    _sqlite_trigger("analytics_forget_escalation_update", "UPDATE OF at, template, chat_id",
+                    f"OLD.template = {_ESCALATION} OR NEW.template = {_ESCALATION}", "min(OLD.at, NEW.at)",
+                    "notifications"),
 )
 
 
@@ -123,11 +150,12 @@ def upgrade():
 
 def downgrade():
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER analytics_forget_insert ON events")
-        op.execute("DROP TRIGGER analytics_forget_change ON events")
+        for table in ("events", "notifications"):
+            op.execute(f"DROP TRIGGER analytics_forget_insert ON {table}")
+            op.execute(f"DROP TRIGGER analytics_forget_change ON {table}")
         op.execute("DROP FUNCTION chatflow_analytics_forget()")
     else:
-        for name in ("insert", "delete", "update"):
+        for name in ("insert", "delete", "update", "escalation_insert", "escalation_delete", "escalation_update"):
             op.execute(f"DROP TRIGGER analytics_forget_{name}")
     op.drop_table("analytics_day_figures")
     op.drop_table("analytics_days")
