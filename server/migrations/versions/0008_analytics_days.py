@@ -23,15 +23,15 @@ updates the ``analytics_state`` row first, so a late write and a fill in progres
 for each other (see ``server/analytics_days.py``). Writes at the present (after
 ``until``) cost the trigger one read of that row.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0007'
-down_revision = '0006'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
