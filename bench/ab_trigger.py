@@ -1,4 +1,4 @@
-"""(E) what the kept days' triggers on ``events`` (migration 0008) cost the writers: the
+"""(E) what the kept days' triggers on ``events`` (migration 0010) cost the writers: the
 runtime's insert of events (executemany, 1 to 10 events per transaction, as commands and
 worker batches write them), with the triggers enabled and disabled, in interleaved
 rounds on one scratch PostgreSQL database; the PostgreSQL backend's CPU is compared.

@@ -13,7 +13,7 @@ changed later (a commit straddling midnight, an import, a virtual clock). Hence:
   is computed by ``live`` for that day alone and kept (per ``wait_minutes``, which the
   ``waited`` figure depends on). Only reports without chat filters use it: the filters
   are read from the chats as they are now.
-- Triggers on ``events`` and ``notifications`` (migration 0008) delete the kept days
+- Triggers on ``events`` and ``notifications`` (migration 0010) delete the kept days
   from the day of any stream event or escalation written, deleted or changed before
   ``analytics_state.until``, in the writer's transaction; so a report after that write
   walks those days again.

@@ -28,7 +28,7 @@ agents = Table(
     Column("channels", JSON),  # null: every channel
     Column("status", String(10), nullable=False, default="online"),
     Column("max_chats", Integer),
-    Column("capacity", JSON),  # {channel: open chats of it} (migration 0008); null: the rule set's
+    Column("capacity", JSON),  # {channel: open chats of it} (migration 0007); null: the rule set's
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("token_hash", String(64), unique=True),
     Column("reply_shortcut", String(10), nullable=False, default="enter"),
@@ -195,7 +195,7 @@ routing_picks = Table(  # each pick of department assignment and the backlog (mi
     Index("ix_routing_picks_agent_at", "agent_id", "at"),
 )
 
-# The analytics' samples of closed days (migration 0008; server/analytics_days.py): a cache
+# The analytics' samples of closed days (migration 0010; server/analytics_days.py): a cache
 # of what the events say, which triggers on ``events`` empty from a day whose events change.
 analytics_state = Table(  # one row (id 1): days before ``until`` may be kept
     "analytics_state", metadata,

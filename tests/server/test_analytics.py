@@ -656,8 +656,8 @@ def test_a_late_write_while_a_day_is_kept_forgets_it_after(runtime, history):
 
 
 def test_the_triggers_watch_the_event_types_the_reports_read():
-    path = os.path.join(os.path.dirname(S.__file__), "migrations", "versions", "0008_analytics_days.py")
-    spec = importlib.util.spec_from_file_location("migration_0008", path)
+    path = os.path.join(os.path.dirname(S.__file__), "migrations", "versions", "0010_analytics_days.py")
+    spec = importlib.util.spec_from_file_location("migration_0010", path)
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
     assert migration.STREAM_TYPES == A.STREAM_TYPES

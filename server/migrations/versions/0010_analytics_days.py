@@ -23,15 +23,15 @@ updates the ``analytics_state`` row first, so a late write and a fill in progres
 for each other (see ``server/analytics_days.py``). Writes at the present (after
 ``until``) cost the trigger one read of that row.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 """
 import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0008'
-down_revision = '0007'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
