@@ -141,7 +141,19 @@ class Paren:
     span: Span = _span()
 
 
-Expr = Union[Literal, Duration, ListLit, Regex, Ref, Call, Compare, IsNone, Changed, For, Not, And, Or, Paren]
+@dataclass(frozen=True)
+class Shift:
+    """``BASE + AMOUNT`` or ``BASE - AMOUNT``: a time moved by a duration, the value of a
+    ``set field`` (``set field follow_up = now + 1d``). The compiler checks that BASE is
+    a time and AMOUNT a duration; the grammar only takes them where a value is set."""
+
+    base: "Expr"
+    op: str  # + | -
+    amount: "Expr"
+    span: Span = _span()
+
+
+Expr = Union[Literal, Duration, ListLit, Regex, Ref, Call, Compare, IsNone, Changed, For, Not, And, Or, Paren, Shift]
 
 
 # ---------------------------------------------------------------- actions
@@ -168,7 +180,8 @@ class Action:
       email: target (customer), template
       webhook: webhook (the name of an endpoint the server's settings declare)
       reply: text | reply_article: article | note: text
-      tag, untag: tag | set_priority: priority | set_field: field_name, value
+      tag, untag: tag | set_priority: priority
+      set_field: field_name, value (an Expr, or a Shift)
       set_department: department
       snooze: duration (``snooze for D``) or schedule (``snooze until next "S"``)
       set_status: status (``set status pending``)

@@ -19,7 +19,8 @@ from .errors import Diagnostic, Span, did_you_mean
 from .routing import NO_ROUTING, CompiledRouting, compile_routing
 from .schedule import CompiledSchedule, compile_schedule
 from .templates import template_problems
-from .types import UNKNOWN, Scope, check_business_duration, check_condition, check_expr, check_schedule_name, timezones
+from .types import (UNKNOWN, Scope, check_business_duration, check_condition, check_expr, check_schedule_name,
+                    check_shift, describe, timezones, value_type)
 
 DEFAULT_PRIORITY = 0
 MAX_SNOOZE = 366 * 86400  # as engine.commands.MAX_SNOOZE
@@ -203,9 +204,10 @@ class _Compiler:
                     continue
                 first_span[item.id] = item.id_span
                 entries[item.id] = (item, fi, pos, default_file, False)
+        field_types = self._field_types([e[0] for e in entries.values()], schedules)
         rules = []
         for rule, fi, pos, is_default, overrides in entries.values():
-            compiled = self._rule(rule, fi, pos, is_default, overrides, files[fi].path, schedules)
+            compiled = self._rule(rule, fi, pos, is_default, overrides, files[fi].path, schedules, field_types)
             if compiled is not None:
                 rules.append(compiled)
         rules.sort(key=lambda r: r.sort_key)
@@ -290,7 +292,32 @@ class _Compiler:
                 out[s.id] = compile_schedule(s)
         return out
 
-    def _rule(self, rule: ast.Rule, fi, pos, is_default, overrides, path, schedules):
+    def _field_types(self, rules, schedules) -> dict:
+        """Chat fields the rule set stores times in (``set field follow_up = now + 1d``):
+        name -> nullable time. Such a field is a time in every condition; a ``set field``
+        storing anything else but none in it is an error, located at its value."""
+        scope = Scope(None, frozenset(schedules), lambda *a, **k: None)
+        stored: dict[str, list] = {}  # field -> [(type, value node)]
+        for rule in rules:
+            for action in rule.actions:
+                if action.kind == "set_field":
+                    t = value_type(action.value, scope)
+                    if t is not None and t.name != "any":
+                        stored.setdefault(action.field_name, []).append((t, action.value))
+        typed = {}
+        for name, values in stored.items():
+            first_time = next((node for t, node in values if t.name == "time"), None)
+            if first_time is None:
+                continue
+            typed[name] = V.Type("time", nullable=True)
+            for t, node in values:
+                if t.name != "time":
+                    self.report(node.span, "field_type",
+                                f"field `{name}` holds a time (set at {first_time.span}); this stores {describe(t)}",
+                                "store a time in it (`now`, `now + 1d`), or none, or use another field")
+        return typed
+
+    def _rule(self, rule: ast.Rule, fi, pos, is_default, overrides, path, schedules, field_types=None):
         errors_before = len([d for d in self.diagnostics if d.severity == "error"])
         if rule.on is not None and rule.on not in V.EVENTS:
             self.report(rule.on_span, "unknown_event", f"unknown event `{rule.on}`",
@@ -299,7 +326,7 @@ class _Compiler:
         else:
             event_scope = rule.on
         scope = Scope(event_scope, frozenset(schedules), self.report,
-                      unknown_event=rule.on is not None and event_scope is None)
+                      unknown_event=rule.on is not None and event_scope is None, field_types=field_types or {})
         constant = UNKNOWN
         if rule.when is not None:
             constant = check_condition(rule.when, scope).const
@@ -328,9 +355,12 @@ class _Compiler:
         if kind == "set_priority" and not 0 <= action.priority <= 4:
             self.report(action.span, "bad_value", f"priority {action.priority} is out of range", "priorities go 0 to 4")
         if kind == "set_field":
-            if not isinstance(action.value, (ast.Literal, ast.Ref, ast.Duration, ast.ListLit)):
-                self.report(action.value.span, "bad_value", "`set field` takes a literal or a fact",
-                            'e.g. `set field plan = "gold"` or `set field origin = chat.page_url`')
+            if isinstance(action.value, ast.Shift):
+                check_shift(action.value, scope)
+            elif not isinstance(action.value, (ast.Literal, ast.Ref, ast.Duration, ast.ListLit)):
+                self.report(action.value.span, "bad_value", "`set field` takes a literal or a fact, or a time moved by a duration",
+                            'e.g. `set field plan = "gold"`, `set field origin = chat.page_url` '
+                            'or `set field follow_up = now + 1d`')
             else:
                 check_expr(action.value, scope)
         if kind == "set_department" and not action.department.strip():

@@ -51,6 +51,15 @@ def format_expr(expr) -> str:
     return _expr(expr, _OR)
 
 
+def format_value(value) -> str:
+    """The value of a ``set field``: an expression, or ``BASE + DURATION`` (a Shift)."""
+    if isinstance(value, ast.Shift):
+        if value.op not in ("+", "-"):
+            raise ValueError(f"a time moves by `+` or `-`, not {value.op!r}")
+        return f"{format_expr(value.base)} {value.op} {_expr(value.amount, _ATOM)}"
+    return format_expr(value)
+
+
 def _binding(e) -> int:
     if isinstance(e, ast.Or):
         return _OR
@@ -218,7 +227,7 @@ def format_action(a: ast.Action) -> str:
     if k == "set_priority":
         return f"set priority {_int(a.priority)}"
     if k == "set_field":
-        return f"set field {_name(a.field_name)} = {format_expr(a.value)}"
+        return f"set field {_name(a.field_name)} = {format_value(a.value)}"
     if k == "set_department":
         return f"set department {quote(a.department)}"
     if k == "snooze" and a.duration is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import ast, vocabulary as V
 from .compiler import RuleSet
 from .errors import Diagnostic
+from .templates import reads_message
 
 
 LINT_CODES = {
@@ -28,6 +29,9 @@ LINT_CODES = {
     "conflicting_status": "one rule sets the chat's status twice (close, reopen, snooze, set status): only the last counts",
     "unobserved_duration": "a `(CONDITION) for D` reads facts no event of the chat changes: its anchor is late, "
                            "or it only counts the chat's age",
+    "private_text": "a reply (or a field) reads the message of a rule that can run on a private note; "
+                    "on a note the engine skips it",
+    "answers_auto_reply": "a reply or customer email in a rule that requires an automatic reply: it never runs",
 }
 
 
@@ -92,6 +96,7 @@ def lint(ruleset: RuleSet) -> list[Diagnostic]:
             _check_unguarded_update(r, warn)
         _check_durations(r, warn)
         _check_statuses(r, warn)
+        _check_private_text(r, warn)
         for a in r.actions:
             if a.kind == "notify":
                 _check_target(r, a, warn)
@@ -276,6 +281,50 @@ def _facts_read(expr) -> tuple:
             timed = True
         stack.extend(_sub_nodes(node))
     return facts, timed
+# What a rule on a message event must require before a customer-facing action may read
+# the message: it is then a customer's message or a public reply, never a note.
+_PUBLIC_MESSAGE = {("message.kind", "reply"), ("message.author", "customer")}
+# Actions whose text, or whatever they store, can reach the customer.
+_CUSTOMER_FACING = ("reply", "set_field")
+
+
+def _reads_message(action) -> bool:
+    if action.kind == "reply":
+        return reads_message(action.text or "")
+    if action.kind == "set_field":
+        stack = [action.value]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, ast.Ref) and n.name in ("message.text", "message.subject", "message.mentions"):
+                return True
+            stack.extend(c for c in (getattr(n, "base", None), getattr(n, "expr", None)) if c is not None)
+            stack.extend(getattr(n, "items", ()) or ())
+    return False
+
+
+def _check_private_text(rule, warn):
+    """A reply (or a field, which a reply can show) that reads the message of a rule on
+    message.created/edited/deleted, with no condition that the message is public: on a
+    note the engine skips the action, so the author likely meant to test it."""
+    if rule.on not in ("message.created", "message.edited", "message.deleted"):
+        return
+    required = {(f, str(v)) for f, v in _equalities(rule.when).items()} if rule.when is not None else set()
+    guarded = rule.on != "message.deleted" and bool(required & _PUBLIC_MESSAGE)
+    if not guarded:
+        for a in rule.actions:
+            if a.kind in _CUSTOMER_FACING and _reads_message(a):
+                why = ("a deleted message's text never reaches the customer" if rule.on == "message.deleted"
+                       else "on a private note it is skipped: a note's text never reaches the customer")
+                warn(a.span, "private_text", f"`{a.kind.replace('_', ' ')}` reads the message of `{rule.on}`; {why}",
+                     None if rule.on == "message.deleted" else 'add `when message.kind == "reply"`')
+    if rule.when is not None and (any(c == ast.Ref("message.is_auto_reply") for c in _conjuncts(rule.when))
+                                  or _equalities(rule.when).get("message.is_auto_reply") is True):
+        for a in rule.actions:
+            if a.kind in ("reply", "reply_article") or (a.kind == "email" and a.target is not None
+                                                        and a.target.kind == "customer"):
+                warn(a.span, "answers_auto_reply",
+                     f"`{a.kind}` never runs here: no rule answers an automatic reply or bounce",
+                     "notify agents instead, or tag the chat")
 
 
 def _show(targets) -> str:

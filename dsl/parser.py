@@ -73,7 +73,7 @@ def _whole_word(token: Token) -> Token:
 
 
 def _options(callbacks: dict) -> dict:
-    return dict(parser="lalr", start=["start", "expr"], propagate_positions=True, maybe_placeholders=False,
+    return dict(parser="lalr", start=["start", "expr", "set_value"], propagate_positions=True, maybe_placeholders=False,
                 cache=True, lexer_callbacks=callbacks)
 
 
@@ -419,6 +419,11 @@ class _Build:
 
     def set_status(self, meta, c):
         return ast.Action("set_status", self.sp(meta), status=c[0].value)
+    def shift_add(self, meta, c):
+        return ast.Shift(c[0], "+", c[1], self.sp(meta))
+
+    def shift_sub(self, meta, c):
+        return ast.Shift(c[0], "-", c[1], self.sp(meta))
 
     def set_field(self, meta, c):
         return ast.Action("set_field", self.sp(meta), field_name=c[0].value, value=c[1])
@@ -599,7 +604,7 @@ TOKEN_NAMES = {
     "DOTTED": "a name", "STRING": "a string", "INT": "an integer", "DURATION": "a duration",
     "REGEX": "a /regex/", "TIME": "a time HH:MM", "COMPARE": "a comparison", "LBRACE": "`{`",
     "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "COMMA": "`,`",
-    "EQUAL": "`=`", "MINUS": "`-`", "$END": "end of file",
+    "EQUAL": "`=`", "MINUS": "`-`", "PLUS": "`+`", "$END": "end of file",
 }
 
 
@@ -750,8 +755,10 @@ def _only_space_between(source: str, before: Token, after: Token) -> bool:
     return not re.sub(r"#[^\n]*", "", gap).strip()
 
 
-def parse_expression(text: str, path: str = "<string>", line: int = 1, column: int = 1):
-    """Parse one condition (as a YAML rule's ``when`` holds it) into an Expr.
+def parse_expression(text: str, path: str = "<string>", line: int = 1, column: int = 1,
+                     start: str = "expr"):
+    """Parse one condition (as a YAML rule's ``when`` holds it) into an Expr; with
+    ``start="set_value"``, a value as a ``set field`` takes it (``now + 1d`` too).
 
     ``line`` and ``column`` say where the text starts in its file, so spans and errors
     point into that file. The text must stand on one line from there.
@@ -759,7 +766,7 @@ def parse_expression(text: str, path: str = "<string>", line: int = 1, column: i
     # Pad so Lark's own line/column count lands where the text stands in its file.
     padded = "\n" * (line - 1) + " " * (column - 1) + text
     try:
-        tree = _parse_tree(padded, [], start="expr")
+        tree = _parse_tree(padded, [], start=start)
     except UnexpectedInput as e:
         raise _syntax_error(path, padded, e) from None
     except _SplitWord as e:

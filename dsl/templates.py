@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from jinja2 import TemplateSyntaxError, nodes
+from jinja2.exceptions import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from . import vocabulary as V
@@ -121,3 +122,26 @@ def template_problems(text: str, event: str | None) -> list[tuple[str, str, str 
             hint = did_you_mean(name, [f for f in V.FACTS if f.startswith(root + ".")])
             problems.append(("unknown_variable", f"unknown template variable `{name}`", hint))
     return problems
+
+
+# What a message says, as opposed to what it is (its kind, author, id): the parts of a
+# private note a customer must never read.
+MESSAGE_CONTENT = frozenset({"text", "subject", "mentions"})
+
+
+@functools.lru_cache(maxsize=4096)
+def reads_message(text: str) -> bool:
+    """Whether a template text reads what the message says (``{{ message.text }}``,
+    ``message.subject``, ``message.mentions``, or the whole ``message``): such a text must
+    not reach the customer when the message is a private note."""
+    if "{" not in text or "message" not in text:
+        return False
+    try:
+        tree = environment().parse(text)
+    except (TemplateError, RecursionError, MemoryError):
+        return False  # the compiler refuses such a text; the engine keeps it raw
+    harmless = set()
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name == "message" and node.attr not in MESSAGE_CONTENT:
+            harmless.add(id(node.node))
+    return any(n.name == "message" and id(n) not in harmless for n in tree.find_all(nodes.Name))

@@ -7,7 +7,7 @@ compile time, its constant value (used for folding and for the always-true/false
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import regex
 from zoneinfo import available_timezones
@@ -43,6 +43,9 @@ class Scope:
     # the rule's `on` names no known event (already reported): event is None, yet this is
     # not a state rule
     unknown_event: bool = False
+    # chat fields the rule set types by what its `set field` actions store in them (a
+    # field set to a time, `now + 1d`, is a time everywhere): name -> Type
+    field_types: dict = field(default_factory=dict)
 
     @property
     def has_message(self) -> bool:
@@ -70,9 +73,16 @@ def fact_type(name: str) -> V.Type | None:
     return None
 
 
+def scoped_fact_type(name: str, scope: Scope) -> V.Type | None:
+    """A fact's type where the rule set typed its custom fields (see Scope.field_types)."""
+    if name.startswith(V.CHANGEABLE_FIELD_PREFIX) and name[len(V.CHANGEABLE_FIELD_PREFIX):] in scope.field_types:
+        return scope.field_types[name[len(V.CHANGEABLE_FIELD_PREFIX):]]
+    return fact_type(name)
+
+
 def check_ref(node: ast.Ref, scope: Scope) -> Typed:
     name = node.name
-    t = fact_type(name)
+    t = scoped_fact_type(name, scope)
     if t is None:
         scope.report(node.span, "unknown_fact", f"unknown fact `{name}`",
                      did_you_mean(name, V.all_names()) or _fact_hint(name))
@@ -286,7 +296,7 @@ def _check_changed(node: ast.Changed, scope: Scope) -> Typed:
                 hint = _changeable_hint()
             scope.report(fact.span, "not_changeable", f"`{name}` is not a field a `chat.updated` reports", hint)
     else:
-        ftype = fact_type(fact.name)
+        ftype = scoped_fact_type(fact.name, scope)
     if scope.event != V.UPDATE_EVENT and not scope.unknown_event:
         where = f"a rule `on {scope.event}`" if scope.event else "a state rule"
         scope.report(node.span, "change_unavailable",
@@ -315,6 +325,44 @@ def _check_changed(node: ast.Changed, scope: Scope) -> Typed:
             and type(values[0].const) is type(values[1].const):
         const = False  # a change always has a new value other than the old
     return Typed(V.BOOL, const)
+
+
+def check_shift(node: ast.Shift, scope: Scope) -> Typed:
+    """``BASE + DURATION`` / ``BASE - DURATION``: BASE must be a time (``now``, a time
+    fact, a field the rule set holds times in; a custom field of unknown type is checked
+    when the rule runs), the amount a duration literal. The result is a time."""
+    base = check_expr(node.base, scope)
+    if base.type.name not in ("time", "any"):
+        scope.report(node.base.span, "type_mismatch",
+                     f"`{node.op}` moves a time by a duration; this is {_describe(base.type)}",
+                     "start from `now` or a time such as `chat.created_at` (`now + 1d`)")
+    if not isinstance(node.amount, ast.Duration):
+        amount = check_expr(node.amount, scope)
+        scope.report(node.amount.span, "type_mismatch",
+                     f"a time moves by a duration, not {_describe(amount.type)}",
+                     "write a duration such as `1d`, `2h` or `1h30m`")
+    return Typed(V.Type("time", nullable=True))
+
+
+def value_type(node, scope: Scope) -> V.Type | None:
+    """The type a ``set field`` value stores, as far as the compiler knows (None: none)."""
+    while isinstance(node, ast.Paren):
+        node = node.expr
+    if isinstance(node, ast.Shift):
+        return V.TIME
+    if isinstance(node, ast.Literal):
+        return None if node.kind == "none" else {"str": V.STR, "int": V.INT, "bool": V.BOOL}[node.kind]
+    if isinstance(node, ast.Duration):
+        return DURATION_T
+    if isinstance(node, ast.ListLit):
+        return V.LIST
+    if isinstance(node, ast.Ref):
+        return scoped_fact_type(node.name, scope)
+    return None
+
+
+def describe(t: V.Type) -> str:
+    return _describe(t)
 
 
 def _out_of_range(t: V.Type, value: Typed) -> bool:

@@ -832,7 +832,7 @@ class _Build:
         return ast.Rule(rule_id, title, on, when, actions, priority, override, self.span(node),
                         self.span(id_node), on_span, priority_span, tuple(clause_spans))
 
-    def condition(self, node: ScalarNode, what: str):
+    def condition(self, node: ScalarNode, what: str, start: str = "expr"):
         text = node.value
         if not text.strip():
             fail(self.span(node), "schema_error", f"{what} is empty", "write a condition such as `chat.assignee is none`",
@@ -840,25 +840,25 @@ class _Build:
         style = node.style
         if style is None or style == "'" or style == '"':
             quote = 0 if style is None else 1
-            start = node.start_mark.index + quote
-            if node.end_mark.index - quote - start == len(text) and self.src.source.startswith(text, start):
+            begin = node.start_mark.index + quote
+            if node.end_mark.index - quote - begin == len(text) and self.src.source.startswith(text, begin):
                 # one line standing as written (what text_offsets finds, found quicker)
-                return self._parse_at(text, *self.src.at(start))
+                return self._parse_at(text, *self.src.at(begin), start)
         offsets, remap = self.src.mapper(node, text)
         if all(o == offsets[0] + i for i, o in enumerate(offsets)):
             # the text stands as written (no escapes, no folding): parse it where it stands
             line, col = self.src.at(offsets[0])
-            return self._parse(text, line, col, None)
-        return _respan(self._parse(text, 1, 1, remap), remap)
+            return self._parse(text, line, col, None, start)
+        return _respan(self._parse(text, 1, 1, remap, start), remap)
 
-    def _parse_at(self, text: str, line: int, col: int):
+    def _parse_at(self, text: str, line: int, col: int, start: str = "expr"):
         """``text`` parsed where it stands; a text the file repeats (`value: chat.page_url`)
         is parsed once and its spans moved."""
-        known = self.parsed.get(text)
+        known = self.parsed.get((start, text))
         if known is None:
-            expr = self._parse(text, line, col, None)
+            expr = self._parse(text, line, col, None, start)
             if line > 1 and "\n" not in text:  # one line, and no span is the parser's placeholder (1, 1)
-                self.parsed[text] = (expr, line, col)
+                self.parsed[(start, text)] = (expr, line, col)
             return expr
         expr, first_line, first_col = known
         down, right = line - first_line, col - first_col
@@ -869,9 +869,9 @@ class _Build:
             return Span(span.path, line, span.column + right, span.end_line + down, span.end_column + right)
         return _respan(expr, move)
 
-    def _parse(self, text, line, col, remap):
+    def _parse(self, text, line, col, remap, start="expr"):
         try:
-            return parse_expression(text, self.path, line, col)
+            return parse_expression(text, self.path, line, col, start)
         except SourceError as e:
             diags = [dataclasses.replace(
                 d, span=remap(d.span) if remap else d.span,
@@ -927,7 +927,7 @@ class _Build:
         value_node = opts["value"][1]
         value = _scalar_value(self.path, value_node)
         if isinstance(value, str):
-            expr = self.condition(value_node, "`value`")
+            expr = self.condition(value_node, "`value`", start="set_value")
         else:
             kind_name = "none" if value is None else "bool" if isinstance(value, bool) else "int"
             expr = ast.Literal(value, kind_name, self.span(value_node))
@@ -1171,6 +1171,12 @@ def _scalar(s: str, flow: bool = False) -> str:
     return _double_quoted(s)
 
 
+def _value_text(value) -> str:
+    from .formatter import format_value
+
+    return format_value(value)
+
+
 def _condition_text(expr) -> str:
     # Imported here: loading YAML must not depend on the printer, only dumping does.
     from .formatter import format_expr
@@ -1241,7 +1247,7 @@ def _action_text(a: ast.Action) -> str:
         if isinstance(v, ast.Literal) and v.kind in ("int", "bool", "none"):
             text = {"none": "null", "bool": "true" if v.value else "false"}.get(v.kind) or str(v.value)
         else:
-            text = _scalar(_condition_text(v), True)
+            text = _scalar(_value_text(v), True)
         return "set: " + _flow([("field", _scalar(a.field_name, True)), ("value", text)])
     raise ValueError(f"unknown action kind `{k}`")
 

@@ -7,7 +7,9 @@ import functools
 
 from jinja2.exceptions import SecurityError, TemplateError
 
-from dsl.templates import environment
+from dsl import ast
+from dsl.formatter import format_value
+from dsl.templates import environment, reads_message
 
 from . import commands as C
 from .conditions import compile_value
@@ -26,6 +28,26 @@ class Stop(Exception):
 @functools.lru_cache(maxsize=4096)
 def _template(text: str):
     return environment().from_string(text)
+
+
+def private(message) -> bool:
+    """A message whose text the customer must never get: a note, or anything deleted."""
+    return message is not None and (message.kind == "note" or message.deleted)
+
+
+# Why a customer-facing action was skipped (the trace shows it).
+PRIVATE_TEXT = "the text of a private note or a deleted message never reaches the customer"
+AUTO_REPLY = "no automatic answer to an automatic reply or bounce (RFC 3834)"
+
+
+def _answers_a_machine(ctx: Context) -> bool:
+    m = ctx.message
+    return m is not None and m.auto_reply and ctx.event is not None and ctx.event.type == "message.created"
+
+
+def _leaks(text: str | None, ctx: Context) -> bool:
+    """A customer-facing text that would read a private message's fields."""
+    return text is not None and private(ctx.message) and reads_message(text)
 
 
 def render(text: str | None, ctx: Context) -> str | None:
@@ -102,7 +124,11 @@ def run_action(engine, ctx: Context, rule, index: int, action, key_event: str):
             # the body is the chat as this rule saw it; the server posts it after the commit
             body = webhook_body(action.webhook, rid, at, chat, ctx.event)
             return [], [Effect("webhook", key, chat.id, rid, at, action.webhook, None, None, body)], None
+        if kind in ("reply", "reply_article") and _answers_a_machine(ctx):
+            return [], [], AUTO_REPLY
         if kind == "reply":
+            if _leaks(action.text, ctx):
+                return [], [], PRIVATE_TEXT
             text = render(action.text, ctx)
             events = C.bot_reply(world, at, chat.id, text, rule=rid)
             return events, [Effect("reply", key, chat.id, rid, at, None, None, text)], None
@@ -139,7 +165,11 @@ def run_action(engine, ctx: Context, rule, index: int, action, key_event: str):
         if kind == "set_department":
             return C.set_department(world, at, chat.id, action.department, rule=rid), [], None
         if kind == "set_field":
-            value = compile_value(action.value, {})(ctx)
+            if private(ctx.message) and _reads_message_text(action.value):
+                return [], [], PRIVATE_TEXT  # a field can reach the customer through a reply
+            value = _field_value(action.value, ctx)
+            if value is _NOT_A_TIME:
+                return [], [], f"`{format_value(action.value.base)}` is not a time"
             return C.set_field(world, at, chat.id, action.field_name, value, rule=rid), [], None
         if kind == "snooze":
             if action.schedule is not None:
@@ -160,6 +190,36 @@ def run_action(engine, ctx: Context, rule, index: int, action, key_event: str):
     except CommandRefused as e:
         return [], [], f"{e.code}: {e.message}"
     raise ValueError(f"unknown action kind {kind!r}")  # the compiler only makes known kinds
+
+
+_NOT_A_TIME = object()
+
+
+def _field_value(node, ctx: Context):
+    """The value a ``set field`` stores; a Shift moves a time (seconds since the epoch)."""
+    if isinstance(node, ast.Shift):
+        base = compile_value(node.base, {})(ctx)
+        if isinstance(base, bool) or not isinstance(base, (int, float)):
+            return _NOT_A_TIME  # a custom field holding something else, or none
+        seconds = node.amount.seconds
+        return float(base + seconds if node.op == "+" else base - seconds)
+    return compile_value(node, {})(ctx)
+
+
+def _reads_message_text(node) -> bool:
+    """Whether a ``set field`` value reads what a message says (its text or subject)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Ref) and n.name in ("message.text", "message.subject", "message.mentions"):
+            return True
+        for name in ("expr", "base", "left", "right", "operand"):
+            child = getattr(n, name, None)
+            if child is not None and not isinstance(child, (str, int, float)):
+                stack.append(child)
+        stack.extend(getattr(n, "items", ()) or ())
+        stack.extend(getattr(n, "args", ()) or ())
+    return False
 
 
 def article_text(article) -> str:

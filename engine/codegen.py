@@ -30,8 +30,9 @@ _CHAT_ATTRS = {"chat.id", "chat.channel", "chat.page_url", "chat.status", "chat.
                "chat.language", "chat.created_at", "chat.last_activity_at", "chat.snoozed_until"}
 _OPTIONAL_ATTRS = {"message.id", "message.author", "message.author_id", "message.kind", "message.text",
                    "message.via", "event.type", "event.actor", "event.rule", "agent.id", "agent.name",
-                   "agent.status"}
-_CUSTOMER_ATTRS = {"customer.id", "customer.name", "customer.email", "customer.online", "customer.language"}
+                   "agent.status", "message.subject"}
+_CUSTOMER_ATTRS = {"customer.id", "customer.name", "customer.email", "customer.online", "customer.language",
+                   "customer.phone", "customer.country", "customer.city", "customer.company"}
 
 
 def _business_due(sched, seconds, since):

@@ -26,7 +26,10 @@ from dsl.vocabulary import AGENT_STATUSES, CHANNELS, SETTABLE_STATUSES, STRATEGI
 from .model import Chat, CommandRefused, Customer, Message, World
 from .routing import has_free_capacity, note_pick, pick_agent, routing_of, waiting_chats, within_limit
 
-CUSTOMER_KEYS = ("id", "name", "email", "fields", "language", "online")
+CUSTOMER_KEYS = ("id", "name", "email", "fields", "language", "online", "phone", "country", "city", "company")
+# the customer's profile texts: a string or none each
+PROFILE_KEYS = ("phone", "country", "city", "company")
+MAX_SUBJECT = 998  # RFC 5322's longest header line
 _MENTION = re.compile(r"@([A-Za-z0-9_][A-Za-z0-9_.\-]*)")
 
 
@@ -297,12 +300,16 @@ def start_chat(world: World, at: float, chat_id: str, customer: dict, channel: s
         raise CommandRefused("bad_request", f"unknown customer key {unknown[0]!r}")
     if fields is not None and not isinstance(fields, dict):
         raise CommandRefused("bad_request", "fields must be a mapping")
+    for key in PROFILE_KEYS:
+        if customer.get(key) is not None and not isinstance(customer[key], str):
+            raise CommandRefused("bad_request", f"customer {key} must be a string")
     if text is not None:
         _text(text)
     online = bool(customer.get("online", True))
     person = Customer(customer["id"], customer.get("name"), customer.get("email"), online,
                       customer.get("language"), dict(customer.get("fields") or {}),
-                      online_since=at, offline_since=None if online else at)
+                      online_since=at, offline_since=None if online else at,
+                      **{key: customer.get(key) for key in PROFILE_KEYS})
     chat = Chat(chat_id, channel, person, at, page_url=page_url, department=department,
                 language=person.language, last_activity_at=at, fields=dict(fields or {}),
                 opened_at=at, unassigned_at=at)
@@ -315,27 +322,44 @@ def start_chat(world: World, at: float, chat_id: str, customer: dict, channel: s
     return [_event(world, chat, "chat.created", at, "customer", message_id=message_id)]
 
 
-def customer_message(world: World, at: float, chat_id: str, text: str, via: str | None = None) -> list:
+def customer_message(world: World, at: float, chat_id: str, text: str, via: str | None = None,
+                     subject: str | None = None, auto_reply: bool = False) -> list:
     """A customer message → [message.created], or [chat.reopened, message.created] in a
     closed chat. It marks the agent replies before it as read by the customer. ``via``
-    defaults to the chat's channel (widget, email, otherwise api)."""
+    defaults to the chat's channel (widget, email, otherwise api); ``subject`` is an
+    email's Subject line.
+
+    ``auto_reply``: a machine wrote it (an out-of-office, a bounce): it is kept for agents
+    and rules (``message.is_auto_reply``) but never reopens a closed chat, reads nothing
+    and counts for no state (it is not a public message)."""
     chat = world.chat(chat_id)
     _text(text)
     via = via or _via_of(chat.channel)
     if via not in ("widget", "email", "api"):
         raise CommandRefused("bad_request", "via must be widget, email or api")
-    # a closed, pending or snoozed chat reopens: that is the message's only change
-    before = _watch(chat) if chat.status != "open" else None
-    events = _reopen(world, chat, at, "customer", reason="customer_message") if before is not None else []
+    if subject is not None and (not isinstance(subject, str) or len(subject) > MAX_SUBJECT):
+        raise CommandRefused("bad_request", f"subject must be a string of at most {MAX_SUBJECT} characters")
+    if not isinstance(auto_reply, bool):
+        raise CommandRefused("bad_request", "auto_reply must be true or false")
+    # a closed, pending or snoozed chat reopens (that is the message's only change);
+    # an automatic reply reopens nothing
+    reopening = chat.status != "open" and not auto_reply
+    before = _watch(chat) if reopening else None
+    events = _reopen(world, chat, at, "customer", reason="customer_message") if reopening else []
     message = _add_message(world, chat, at, "customer", chat.customer.id, "reply", text, via)
-    chat.customer_read = max(chat.customer_read, message.position)
+    message.subject = subject or None
+    message.auto_reply = auto_reply
+    if not auto_reply:
+        chat.customer_read = max(chat.customer_read, message.position)
     events.append(_event(world, chat, "message.created", at, "customer", message_id=message.id))
     return _updated(world, chat, at, before, events, "customer")
 
 
-def email_reply(world: World, at: float, chat_id: str, text: str) -> list:
-    """The customer's answer to an email: a customer message ``via: email``."""
-    return customer_message(world, at, chat_id, text, via="email")
+def email_reply(world: World, at: float, chat_id: str, text: str, subject: str | None = None,
+                auto_reply: bool = False) -> list:
+    """The customer's answer to an email: a customer message ``via: email`` (an automatic
+    reply or a bounce with ``auto_reply``)."""
+    return customer_message(world, at, chat_id, text, via="email", subject=subject, auto_reply=auto_reply)
 
 
 def customer_leaves(world: World, at: float, chat_id: str) -> list:

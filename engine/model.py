@@ -88,6 +88,10 @@ class Customer:
     fields: dict = field(default_factory=dict)
     online_since: float = 0.0  # anchor of customer.online
     offline_since: float | None = None  # anchor of customer.offline
+    phone: str | None = None
+    country: str | None = None
+    city: str | None = None
+    company: str | None = None
 
 
 @dataclass(slots=True)
@@ -104,11 +108,16 @@ class Message:
     edited_at: float | None = None
     deleted: bool = False
     article: str | None = None
+    subject: str | None = None  # an email's Subject line (customer messages via email)
+    # written by a machine on the customer's side (an out-of-office, a bounce, RFC 3834):
+    # it never reopens the chat, never answers or waits for anyone, and no rule replies to it
+    auto_reply: bool = False
 
     @property
     def public(self) -> bool:
-        """Visible to the customer: a reply that was not deleted."""
-        return self.kind == "reply" and not self.deleted
+        """Visible to the customer: a reply that was not deleted and not written by a
+        machine (an automatic reply is kept for agents; the states ignore it too)."""
+        return self.kind == "reply" and not self.deleted and not self.auto_reply
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ STEPS = {
     "start_chat": ("start_chat", {"customer": "customer", "channel": "channel", "page_url": "page_url",
                                   "text": "text", "fields": "fields", "department": "department"}),
     "customer_message": ("customer_message", {"text": "text"}),
-    "email_reply": ("email_reply", {"text": "text"}),
+    "email_reply": ("email_reply", {"text": "text", "subject": "subject", "auto_reply": "auto_reply"}),
     "customer_leaves": ("customer_leaves", {}),
     "customer_returns": ("customer_returns", {}),
     "customer_reads": ("customer_reads", {}),
@@ -567,10 +567,19 @@ def _check(engine: Engine, world: World, exp: Expect, t0: float, result: TestRes
                         fail(f"chat {chat_id}.{key}", sorted(want or []), sorted(got))
                 elif key == "fields":
                     sub = {k: got.get(k, _MISSING) for k in (want or {})}
-                    if sub != dict(want or {}):
+                    want = {k: _expected_value(v) for k, v in (want or {}).items()}
+                    if sub != want:
                         fail(f"chat {chat_id}.fields", dict(want or {}), {k: v for k, v in sub.items() if v is not _MISSING})
                 elif want != got:
                     fail(f"chat {chat_id}.{key}", want, got)
+
+
+def _expected_value(value):
+    """A field's expected value; a YAML timestamp (``2026-01-02T09:00:00Z``) stands for the
+    time a rule stored (seconds since the epoch, as ``now + 1d`` stores it)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return value
 
 
 _MISSING = object()

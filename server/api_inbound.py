@@ -84,11 +84,18 @@ def accept_inbound(runtime, settings, raw: bytes, recipients=None) -> tuple[int,
         return _refuse(422, "empty_reply", "the email has no text of its own after quotes are removed",
                        f"chat {chat_id} from {mail.from_addr}")
     try:
-        runtime.command("email_reply", chat_id, text=mail.text.strip())
+        runtime.command("email_reply", chat_id, text=mail.text.strip(), subject=_subject(mail.subject))
     except CommandRefused as e:
         return _refuse(REFUSAL_STATUS.get(e.code, 400), e.code, e.message, f"chat {chat_id} from {mail.from_addr}")
     runtime.after_change()
     return 201, {"chat_id": chat_id, "accepted": True}
+
+
+def _subject(subject: str) -> str | None:
+    """The Subject line as ``message.subject`` holds it: at most one header line's length."""
+    from engine.commands import MAX_SUBJECT
+
+    return subject[:MAX_SUBJECT] or None
 
 
 def _refuse(status: int, code: str, message: str, about: str = "") -> tuple[int, dict]:

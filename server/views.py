@@ -13,7 +13,7 @@ def public_ranks(chat) -> dict:
     messages by rank, never by position, so gaps cannot reveal that notes exist."""
     ranks, n = {}, 0
     for m in chat.messages:
-        if m.kind == "reply":
+        if m.kind == "reply" and not m.auto_reply:
             n += 1
             ranks[m.position] = n
     return ranks
@@ -57,6 +57,8 @@ def agent_message(m) -> dict:
         "at": m.at,
         "mentions": list(m.mentions),
         "article": m.article,
+        "subject": m.subject,
+        "auto_reply": m.auto_reply,
     }
 
 
@@ -77,7 +79,9 @@ def agent_chat(chat, agent_id: str, with_messages: bool = False) -> dict:
         "locked_by": chat.locked_by,
         "fields": dict(chat.fields),
         "customer": {"id": chat.customer.id, "name": chat.customer.name, "email": chat.customer.email,
-                     "online": chat.customer.online},
+                     "online": chat.customer.online, "phone": chat.customer.phone,
+                     "country": chat.customer.country, "city": chat.customer.city,
+                     "company": chat.customer.company},
         "created_at": chat.created_at,
         "last_activity_at": chat.last_activity_at,
         "unread": sum(1 for m in chat.messages

@@ -122,6 +122,8 @@ def shape(node) -> str:
         return "Or(" + ", ".join(shape(i) for i in node.items) + ")"
     if isinstance(node, ast.Paren):
         return f"Paren({shape(node.expr)})"
+    if isinstance(node, ast.Shift):
+        return f"({shape(node.base)} {node.op} {shape(node.amount)})"
     raise TypeError(f"no shape for {node!r}")
 
 

@@ -80,7 +80,8 @@ def test_start_chat_refusals(world):
     refused(world, "chat_exists", cmd.start_chat, T0, "c1", {"id": "u2"})
     refused(world, "bad_request", cmd.start_chat, T0, "c2", {"id": "u2"}, channel="pigeon")
     refused(world, "bad_request", cmd.start_chat, T0, "c2", {"name": "no id"})
-    refused(world, "bad_request", cmd.start_chat, T0, "c2", {"id": "u2", "phone": "1"})
+    refused(world, "bad_request", cmd.start_chat, T0, "c2", {"id": "u2", "shoe_size": "1"})
+    refused(world, "bad_request", cmd.start_chat, T0, "c2", {"id": "u2", "phone": 491234})
     refused(world, "bad_request", cmd.start_chat, T0, "c2", {"id": "u2"}, text="  ")
 
 

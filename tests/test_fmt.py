@@ -435,6 +435,22 @@ def test_expression_text_round_trips(text):
     assert format_expr(parse_expression(format_expr(e))) == format_expr(e)
 
 
+@pytest.mark.parametrize("text", [
+    "now + 1d",
+    "chat.created_at - 2h30m",
+    "(now) + 90m",
+    "chat.fields.ordered_at + 14d",
+    "now + (1d)",
+])
+def test_set_field_value_round_trips(text):
+    source = f"rule r {{ then set field due = {text} }}"
+    rf = parse(source, "v.rules")
+    assert isinstance(rf.items[0].actions[0].value, ast.Shift)
+    assert format_source(source, "v.rules") == format_source(format_source(source, "v.rules"), "v.rules")
+    assert parse(format_source(source, "v.rules"), "v.rules") == rf
+    assert f"set field due = {text}" in format_source(source, "v.rules")
+
+
 @pytest.mark.parametrize("tree, text", [
     (ast.Not(ast.For(ast.Ref("chat.idle"), ast.Duration(300, "5m"))), "not chat.idle for 5m"),
     (ast.For(ast.Not(ast.Ref("chat.idle")), ast.Duration(300, "5m")), "(not chat.idle) for 5m"),

@@ -101,3 +101,78 @@ def test_the_property_sees_secret_notes_and_emails():
     assert [r["text"] for r in email.data["replies"]] == ["hello"]
     assert [m.text for m in customer_view(world.chats["c1"])] == ["Hi", "hello"]
     assert any(SECRET in m.text for m in world.chats["c1"].messages)
+
+
+# Issue 8 item 9: `{{ message.text }}` in rule texts. Rules that repeat whatever message they
+# run on, with no guard on its kind, and copy its text into fields a reply then shows: on a
+# note (or a deleted message) the engine skips them, so the property above still holds.
+ECHO_RULES = '''
+rule echo { on message.created when event.actor != "rule" then reply "echo: {{ message.text }}" }
+rule echo_whole { on message.created when event.actor != "rule" then reply "all: {{ message }} {{ message.mentions }}" }
+rule echo_edit { on message.edited then reply "edited: {{ message.text | upper | lower }}" }
+rule echo_deleted { on message.deleted then reply "deleted: {{ message.text }}" }
+rule keep { on message.created when event.actor != "rule" then set field last = message.text }
+rule keep_mentions { on message.created when event.actor != "rule" then set field who = message.mentions }
+rule show { on chat.updated when changed(chat.fields.last) then reply "last: {{ chat.fields.last }}" }
+'''
+
+
+def _echo_ruleset():
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "echo.rules"
+        path.write_text(ECHO_RULES, encoding="utf-8")
+        loaded = load_rule_set([str(path)])
+    assert loaded.ruleset is not None, [d.message for d in loaded.diagnostics]
+    return loaded.ruleset
+
+
+ECHO_RULESET = _echo_ruleset()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(commands, max_size=25))
+def test_no_note_text_reaches_the_customer_through_message_text(steps):
+    world = World()
+    for a in ("alice", "bob"):
+        world.add_agent(a)
+    engine = Engine(ECHO_RULESET, world)
+    now = T0
+    engine.execute("start_chat", now, chat_id="c1", customer={"id": "u1", "email": "ann@example.com"}, text="Hi")
+    for name, args, extra in steps:
+        now += 1
+        engine.run_due(now)
+        if name == "wait":
+            now += extra
+            engine.run_due(now)
+            continue
+        kwargs = dict(args)
+        if extra is not None:
+            kwargs["text"] = extra
+        try:
+            engine.execute(name, now, chat_id="c1", **kwargs)
+        except CommandRefused:
+            pass
+    engine.run_due(now + 7 * 86400)
+    chat = world.chats["c1"]
+    assert all(SECRET not in m.text for m in customer_view(chat))
+    assert all(SECRET not in (e.text or "") for e in engine.effects if e.kind == "reply")
+    assert SECRET not in repr(chat.fields)
+    assert all(SECRET in m.text for m in chat.messages if m.kind == "note" and m.edited_at is None)
+
+
+def test_echo_rules_do_repeat_customer_messages():
+    """The echo rules are live: a customer's message comes back in a reply and a field
+    (so the property above is not vacuous), while a note's gives nothing."""
+    world = World()
+    world.add_agent("alice")
+    engine = Engine(ECHO_RULESET, world)
+    engine.execute("start_chat", T0, chat_id="c1", customer={"id": "u1"}, text="Hi")
+    engine.execute("customer_message", T0 + 1, chat_id="c1", text="where is it")
+    engine.execute("note", T0 + 2, chat_id="c1", agent="alice", text=f"{SECRET} @alice")
+    replies = [e.text for e in engine.effects if e.kind == "reply"]
+    assert "echo: where is it" in replies and "last: where is it" in replies
+    assert world.chats["c1"].fields["last"] == "where is it"
+    assert not any(SECRET in r for r in replies)

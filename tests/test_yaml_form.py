@@ -73,6 +73,8 @@ rule all_actions "Every action" {
     set field mail = customer.email
     set field wait = 5m
     set field list = ["a", "b"]
+    set field due = now + 1d
+    set field back = chat.created_at - 2h30m
     close
     reopen
     lock
