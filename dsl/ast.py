@@ -161,7 +161,7 @@ Expr = Union[Literal, Duration, ListLit, Regex, Ref, Call, Compare, IsNone, Chan
 @dataclass(frozen=True)
 class Target:
     """Who an action reaches. kind: subscribers|assignee|operators|mentioned|agent|
-    department|customer; ``id`` for agent and department."""
+    department|customer|address; ``id`` for agent and department, the address for address."""
 
     kind: str
     id: str | None = None
@@ -177,7 +177,8 @@ class Action:
       unassign, close, reopen, lock, unlock, stop: nothing
       subscribe: target | unsubscribe: target (agent)
       notify: target, except_, template, message
-      email: target (customer), template
+      email: target (customer | agent | department | address), template
+      email_transcript: targets (a tuple of those Targets)
       webhook: webhook (the name of an endpoint the server's settings declare)
       reply: text | reply_article: article | note: text
       tag, untag: tag | set_priority: priority
@@ -206,6 +207,7 @@ class Action:
     duration: "Duration | None" = None
     schedule: str | None = None
     status: str | None = None
+    targets: tuple | None = None  # email_transcript
     # option order as written (notify's options come in any order); fmt keeps it
     order: tuple = field(default=(), compare=False, repr=False)
     comments: tuple = _comments()

@@ -292,6 +292,24 @@ class _Compiler:
                 out[s.id] = compile_schedule(s)
         return out
 
+    def _email_targets(self, action: ast.Action):
+        """An address must be a plain address (no display name, no placeholder: the rule
+        names it, nothing else fills it in); ids must not be empty; a transcript names
+        each recipient once."""
+        targets = action.targets if action.kind == "email_transcript" else (action.target,)
+        seen = {}
+        for t in targets:
+            if t.kind == "address" and not (len(t.id) <= 254 and V.ADDRESS_RE.fullmatch(t.id)):
+                self.report(t.span, "bad_address", f"`{t.id[:60]}` is not an email address",
+                            'write a plain address such as "support-lead@example.com"')
+            elif t.kind in ("agent", "department") and not t.id.strip():
+                self.report(t.span, "bad_value", f"`email {t.kind}` needs a non-empty id")
+            key = (t.kind, t.id.lower() if t.kind == "address" else t.id)
+            if key in seen:
+                self.report(t.span, "duplicate_option", "this recipient is already in the transcript's list",
+                            f"first at {seen[key]}")
+            seen.setdefault(key, t.span)
+
     def _field_types(self, rules, schedules) -> dict:
         """Chat fields the rule set stores times in (``set field follow_up = now + 1d``):
         name -> nullable time. Such a field is a time in every condition; a ``set field``
@@ -381,6 +399,8 @@ class _Compiler:
                             else 'declare it: schedule NAME { timezone "…" mon-fri 09:00-18:00 }'))
         if kind == "snooze" and action.duration is not None and action.duration.seconds > MAX_SNOOZE:
             self.report(action.duration.span, "bad_duration", f"a snooze lasts at most 366 days, not {action.duration.text}")
+        if kind in ("email", "email_transcript"):
+            self._email_targets(action)
         if kind in ("tag", "untag") and not action.tag.strip():
             self.report(action.span, "bad_value", f"`{kind}` needs a non-empty tag")
         for text in (action.text, action.message):

@@ -215,7 +215,11 @@ def format_action(a: ast.Action) -> str:
         return " ".join(["notify", _target(a.target, ("subscribers", "assignee", "operators", "mentioned",
                                                       "agent", "department"))] + _notify_options(a))
     if k == "email":
-        return f"email customer template {quote(a.template)}"
+        return f"email {_email_target(a.target)} template {quote(a.template)}"
+    if k == "email_transcript":
+        if not a.targets:
+            raise ValueError("`email transcript` needs at least one recipient")
+        return "email transcript to " + ", ".join(_email_target(t) for t in a.targets)
     if k == "webhook":
         return f"webhook {quote(a.webhook)}"
     if k in ("reply", "note"):
@@ -237,6 +241,12 @@ def format_action(a: ast.Action) -> str:
     if k == "set_status":
         return f"set status {_name(a.status)}"
     raise ValueError(f"unknown action kind {k!r}")
+
+
+def _email_target(t: ast.Target) -> str:
+    if t is None or t.kind not in ("customer", "agent", "department", "address"):
+        raise ValueError(f"bad email recipient {t!r}; expected customer, agent, department or address")
+    return t.kind if t.kind == "customer" else f"{t.kind} {quote(t.id or '')}"
 
 
 def _target(t: ast.Target, allowed) -> str:

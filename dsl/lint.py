@@ -321,9 +321,10 @@ def _check_private_text(rule, warn):
                                   or _equalities(rule.when).get("message.is_auto_reply") is True):
         for a in rule.actions:
             if a.kind in ("reply", "reply_article") or (a.kind == "email" and a.target is not None
-                                                        and a.target.kind == "customer"):
+                                                        and a.target.kind == "customer") \
+                    or (a.kind == "email_transcript" and any(t.kind == "customer" for t in a.targets)):
                 warn(a.span, "answers_auto_reply",
-                     f"`{a.kind}` never runs here: no rule answers an automatic reply or bounce",
+                     f"`{a.kind.replace('_', ' ')}` never runs here: no rule answers an automatic reply or bounce",
                      "notify agents instead, or tag the chat")
 
 

@@ -388,7 +388,16 @@ class _Build:
         return ast.Action("notify", self.sp(meta), target=target, order=tuple(order), **kw)
 
     def email(self, meta, c):
-        return ast.Action("email", self.sp(meta), target=ast.Target("customer"), template=self.s(c[0]))
+        return ast.Action("email", self.sp(meta), target=c[0], template=self.s(c[1]))
+
+    def email_transcript(self, meta, c):
+        return ast.Action("email_transcript", self.sp(meta), targets=tuple(c))
+
+    def target_customer(self, meta, c):
+        return ast.Target("customer", None, self.sp(meta))
+
+    def target_address(self, meta, c):
+        return ast.Target("address", self.s(c[0]), self.sp(meta))
 
     def webhook(self, meta, c):
         return ast.Action("webhook", self.sp(meta), webhook=self.s(c[0]))

@@ -6,6 +6,7 @@ README's reference list it, and the engine provides exactly these names.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 EVENTS = (
@@ -255,6 +256,14 @@ ACTION_CHANGES: dict[str, tuple] = {
 # A webhook's name, as rules write it and the server's settings declare it (WEBHOOKS): the
 # URL and secret live only in the settings, so no rule text can send data anywhere else.
 WEBHOOK_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+# An address a rule names (`email address "a@b"`, `email transcript to address "a@b"`) and
+# an agent's email: a plain addr-spec, no display name, no placeholders.
+ADDRESS_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`|~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+# Who an `email` reaches: `customer`, `agent "id"`, `department "id"`, `address "a@b"`.
+EMAIL_TARGETS = ("customer", "agent", "department", "address")
+# The email the service writes for `email transcript`: the chat's public messages.
+TRANSCRIPT_TEMPLATE = "transcript"
 
 # What `set status S` may set: the other statuses have actions of their own.
 SETTABLE_STATUSES = ("pending",)
@@ -266,7 +275,7 @@ TEMPLATE_ROOTS = ("chat", "customer", "agent", "assignee", "message")
 # rendered from the server's template store), so unknown names are a lint warning only.
 KNOWN_TEMPLATES = (
     "new_chat", "new_message", "assigned", "mention", "unread_messages", "unread_replies",
-    "unattended", "sla_due_soon", "sla_breached",
+    "unattended", "sla_due_soon", "sla_breached", "chat_summary",
 )
 
 

@@ -909,8 +909,10 @@ class _Build:
             kw = {("except_" if k == "except" else k): text[k] for k in opts if k != "to"}
             return ast.Action("notify", span, target=self.target(opts["to"][1]), order=order, **kw)
         if kind == "email":
-            return ast.Action("email", span, target=ast.Target("customer", None, self.span(opts["to"][1])),
-                              template=text["template"])
+            if "transcript" in opts:
+                return ast.Action("email_transcript", span,
+                                  targets=tuple(self.target(n) for n in opts["transcript"][1].value))
+            return ast.Action("email", span, target=self.target(opts["to"][1]), template=text["template"])
         if kind == "reply":
             return ast.Action("reply_article", span, article=text["article"])
         if kind == "snooze":
@@ -1196,7 +1198,7 @@ def _flow(pairs) -> str:
 
 
 def _target_text(t: ast.Target) -> str:
-    if t.kind in ("agent", "department"):
+    if t.kind in ("agent", "department", "address"):
         return _flow([(t.kind, _scalar(t.id or "", True))])
     return t.kind
 
@@ -1221,7 +1223,9 @@ def _action_text(a: ast.Action) -> str:
         opts = [("except" if n == "except_" else n, _scalar(getattr(a, n), True)) for n in names]
         return "notify: " + _flow([("to", _target_text(a.target))] + opts)
     if k == "email":
-        return "email: " + _flow([("to", "customer"), ("template", _scalar(a.template, True))])
+        return "email: " + _flow([("to", _target_text(a.target)), ("template", _scalar(a.template, True))])
+    if k == "email_transcript":
+        return "email: " + _flow([("transcript", "[" + ", ".join(_target_text(t) for t in a.targets) + "]")])
     if k == "webhook":
         return f"webhook: {_scalar(a.webhook)}"
     if k in ("reply", "note"):

@@ -7,7 +7,7 @@ import functools
 
 from jinja2.exceptions import SecurityError, TemplateError
 
-from dsl import ast
+from dsl import ast, vocabulary as V
 from dsl.formatter import format_value
 from dsl.templates import environment, reads_message
 
@@ -114,12 +114,8 @@ def run_action(engine, ctx: Context, rule, index: int, action, key_event: str):
             return [], [Effect("notify", key, chat.id, rid, at, r, template, text)
                         for r in recipients(action, ctx)
                         if world.agents[r].notification_channel(template) != "off"], None
-        if kind == "email":
-            if not chat.customer.email:
-                return [], [], "the customer has no email address"
-            unread = [m for m in chat.messages if m.public and m.author == "agent" and m.position > chat.customer_read]
-            data = {"replies": [{"id": m.id, "text": m.text, "at": m.at, "author_id": m.author_id} for m in unread]}
-            return [], [Effect("email", key, chat.id, rid, at, chat.customer.email, action.template, None, data)], None
+        if kind in ("email", "email_transcript"):
+            return [], *emails(action, ctx, key, rid)
         if kind == "webhook":
             # the body is the chat as this rule saw it; the server posts it after the commit
             body = webhook_body(action.webhook, rid, at, chat, ctx.event)
@@ -220,6 +216,95 @@ def _reads_message_text(node) -> bool:
         stack.extend(getattr(n, "items", ()) or ())
         stack.extend(getattr(n, "args", ()) or ())
     return False
+
+
+MAX_TRANSCRIPT = 1000  # messages in one transcript email (the latest ones)
+SUMMARY_MESSAGES = 5   # the latest public messages an email to staff shows
+
+
+def emails(action, ctx: Context, key: tuple, rid: str) -> tuple[list, str | None]:
+    """The Effects of ``email RECIPIENT template "t"`` and ``email transcript to …``: one
+    email per address, and why a recipient got none (for the trace), or None.
+
+    What an email says comes from the chat's public messages only (``customer_view``):
+    never a note, a deleted message or an automatic reply. The customer gets nothing in
+    answer to an automatic reply (RFC 3834). ``auto_submitted`` is the RFC 3834 keyword
+    the sent email carries: ``auto-replied`` when it answers a customer's message,
+    ``auto-generated`` otherwise (a deadline, an agent's action)."""
+    chat, at = ctx.chat, ctx.now
+    transcript = action.kind == "email_transcript"
+    targets = action.targets if transcript else (action.target,)
+    event = ctx.event
+    answering = (event is not None and event.type in ("message.created", "chat.created")
+                 and ctx.message is not None and ctx.message.author == "customer")
+    base = {"auto_submitted": "auto-replied" if answering else "auto-generated"}
+    if transcript:
+        visible = C.customer_view(chat)
+        base.update(kind="transcript", messages=[_public(m) for m in visible[-MAX_TRANSCRIPT:]],
+                    omitted=max(0, len(visible) - MAX_TRANSCRIPT))
+    template = V.TRANSCRIPT_TEMPLATE if transcript else action.template
+    effects, skipped, sent = [], [], set()
+    for target in targets:
+        if target.kind == "customer":
+            if _answers_a_machine(ctx):
+                skipped.append(AUTO_REPLY)
+                continue
+            if not chat.customer.email:
+                skipped.append("the customer has no email address")
+                continue
+            addresses = [chat.customer.email]
+            if not transcript:
+                unread = [m for m in chat.messages if m.public and m.author == "agent" and m.position > chat.customer_read]
+                data = {**base, "kind": "customer", "replies": [
+                    {"id": m.id, "text": m.text, "at": m.at, "author_id": m.author_id} for m in unread]}
+        else:
+            addresses, why = _staff_addresses(target, ctx)
+            if why:
+                skipped.append(why)
+            if not transcript:
+                data = {**base, "kind": "summary", "to": target.kind, "chat": _chat_summary(chat),
+                        "messages": [_public(m) for m in C.customer_view(chat)[-SUMMARY_MESSAGES:]]}
+        for address in addresses:
+            if address.lower() in sent:
+                continue  # one email per address, whoever it is for
+            sent.add(address.lower())
+            payload = {**base, "to": target.kind} if transcript else data
+            effects.append(Effect("email", key, chat.id, rid, at, address, template, None, payload))
+    return effects, ("; ".join(dict.fromkeys(skipped)) if skipped else None)
+
+
+def _staff_addresses(target, ctx: Context) -> tuple[list, str | None]:
+    """Addresses of ``agent "id"``, ``department "id"`` or ``address "a@b"``: agents who
+    see the chat, did not unsubscribe from it and have an email address."""
+    chat, world = ctx.chat, ctx.world
+    if target.kind == "address":
+        return [target.id], None
+    if target.kind == "agent":
+        agent = world.agents.get(target.id)
+        if agent is None:
+            return [], f"no agent `{target.id}`"
+        members = [agent]
+    else:
+        members = [a for a in world.agents.values() if target.id in a.departments]
+        if not members:
+            return [], f"nobody in department `{target.id}`"
+    out = [a.email for a in members if a.sees(chat) and a.id not in chat.muted and a.email]
+    if not out:
+        who = f"agent `{target.id}`" if target.kind == "agent" else f"department `{target.id}`"
+        return [], f"{who}: nobody who sees the chat has an email address"
+    return out, None
+
+
+def _public(m) -> dict:
+    return {"author": m.author, "author_id": m.author_id if m.author == "agent" else None,
+            "text": m.text, "at": m.at}
+
+
+def _chat_summary(chat) -> dict:
+    c = chat.customer
+    return {"id": chat.id, "channel": chat.channel, "status": chat.status, "priority": chat.priority,
+            "department": chat.department, "assignee": chat.assignee, "tags": list(chat.tags),
+            "customer": {"id": c.id, "name": c.name, "email": c.email, "company": c.company}}
 
 
 def article_text(article) -> str:

@@ -234,6 +234,8 @@ class World:
                     isinstance(k, str) and v in NOTIFICATION_CHANNELS for k, v in notifications.items()):
                 raise CommandRefused("bad_request", "notifications maps a template (or *) to "
                                      + ", ".join(NOTIFICATION_CHANNELS))
+        if email is not None and not is_address(email):
+            raise CommandRefused("bad_request", "email must be an address such as ann@example.com")
         agent = Agent(id, name, tuple(departments or ()), bool(access_chats), channels, status, max_chats,
                       capacity, email, dict(notifications or {}))
         self.agents[id] = agent
@@ -298,3 +300,10 @@ class World:
         prefix = chat_id if chat_id is not None else "agents"
         return Event(f"{prefix}:{seq}", type, chat_id, at, actor, agent_id, rule,
                      message_id, dict(data or {}))
+
+
+def is_address(value) -> bool:
+    """A plain addr-spec (``local@domain.tld``) as rules and agents give addresses."""
+    from dsl.vocabulary import ADDRESS_RE
+
+    return isinstance(value, str) and len(value) <= 254 and ADDRESS_RE.fullmatch(value) is not None

@@ -520,6 +520,12 @@ def _check(engine: Engine, world: World, exp: Expect, t0: float, result: TestRes
         got = sorted((e.recipient, e.template) for e in effects if e.kind == "email")
         if want != got:
             fail("emails", [{"to": t, "template": m} for t, m in want], [{"to": t, "template": m} for t, m in got])
+        for e in c["emails"] or []:
+            if isinstance(e, dict) and "texts" in e:  # what the email shows of the chat
+                sent = [x for x in effects if x.kind == "email" and (x.recipient, x.template) == (str(e["to"]), str(e["template"]))]
+                shown = [_email_texts(x) for x in sent]
+                if [str(t) for t in e["texts"] or []] not in shown:
+                    fail(f"emails to {e['to']}: texts", list(e["texts"] or []), shown[0] if len(shown) == 1 else shown)
     if "webhooks" in c:
         want = [_webhook_want(w) for w in (c["webhooks"] or [])]
         got = [{"name": e.recipient, "event": (e.data.get("event") or {}).get("type"), "chat": e.chat_id,
@@ -572,6 +578,13 @@ def _check(engine: Engine, world: World, exp: Expect, t0: float, result: TestRes
                         fail(f"chat {chat_id}.fields", dict(want or {}), {k: v for k, v in sub.items() if v is not _MISSING})
                 elif want != got:
                     fail(f"chat {chat_id}.{key}", want, got)
+
+
+def _email_texts(effect) -> list:
+    """The message texts an email effect carries: a transcript's or a summary's messages,
+    a customer email's unread replies."""
+    data = effect.data or {}
+    return [m["text"] for m in (data.get("messages") if "messages" in data else data.get("replies")) or []]
 
 
 def _expected_value(value):

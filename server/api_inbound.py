@@ -1,8 +1,10 @@
 """``POST /api/inbound-email``: a customer's answer to a chat email, as raw RFC 822.
 
 The answer reaches its chat only through a ``reply+<chat>.<signature>@…`` address whose
-signature the server made; a forged or unknown address is refused and logged, an
-automatic reply or bounce is accepted and dropped (it never reopens a chat).
+signature the server made; a forged or unknown address is refused and logged. An
+automatic reply or bounce (RFC 3834 ``Auto-Submitted``, ``X-Autoreply``, bulk precedence,
+a delivery report, an empty ``Return-Path``) is kept in its chat for agents as a message
+``message.is_auto_reply`` rules can test: it never reopens the chat and nothing answers it.
 
 ``accept_inbound`` is that whole decision as a plain function: the endpoint here and the
 SMTP server (``server.smtpd``, ``chatflow smtpd``) both call it, so a message is judged
@@ -49,7 +51,7 @@ def accept_inbound(runtime, settings, raw: bytes, recipients=None) -> tuple[int,
     when given; otherwise it is looked up among the message's To and Cc.
 
     Returns ``(HTTP status, JSON payload)``: 201 ``{chat_id, accepted: true}``; 202
-    ``{chat_id, accepted: false, reason}`` for an automatic reply or bounce (dropped);
+    ``{chat_id, accepted: true, auto_reply: true}`` for an automatic reply or bounce;
     else a 4xx ``{error, message, details}`` with ``error`` one of ``bad_email``,
     ``too_large``, ``unknown_address``, ``forged_address``, ``unknown_chat``,
     ``empty_reply`` or a refusal code of the domain. Every refusal is logged.
@@ -78,8 +80,15 @@ def accept_inbound(runtime, settings, raw: bytes, recipients=None) -> tuple[int,
             return _refuse(404, "unknown_chat", "the chat of this reply address no longer exists",
                            f"chat {chat_id} from {mail.from_addr}")
     if mail.auto_submitted:
-        log.info("inbound automatic reply for chat %s dropped", chat_id)
-        return 202, {"chat_id": chat_id, "accepted": False, "reason": "automatic reply or bounce"}
+        # kept for agents (a bounce says the address is wrong), never as the customer's answer
+        text = mail.text.strip() or mail.subject.strip() or "(automatic reply)"
+        try:
+            runtime.command("email_reply", chat_id, text=text, subject=_subject(mail.subject), auto_reply=True)
+        except CommandRefused as e:
+            return _refuse(REFUSAL_STATUS.get(e.code, 400), e.code, e.message, f"chat {chat_id} from {mail.from_addr}")
+        runtime.after_change()
+        log.info("inbound automatic reply for chat %s kept (%s)", chat_id, mail.from_addr)
+        return 202, {"chat_id": chat_id, "accepted": True, "auto_reply": True}
     if not mail.text.strip():
         return _refuse(422, "empty_reply", "the email has no text of its own after quotes are removed",
                        f"chat {chat_id} from {mail.from_addr}")

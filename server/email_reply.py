@@ -46,7 +46,7 @@ class InboundEmail:
     subject: str
     message_id: str | None
     in_reply_to: str | None
-    auto_submitted: bool         # an auto-reply, bulk mail or delivery report: never a customer's answer
+    auto_submitted: bool         # an auto-reply, bounce, bulk mail or delivery report: never a customer's answer
     text: str                    # the visible reply (see visible_reply)
 
 
@@ -362,14 +362,19 @@ def _addresses(msg, name: str) -> list[str]:
 
 
 def _is_automatic(msg) -> bool:
-    """RFC 3834 Auto-Submitted, the vendor auto-reply headers, bulk precedence, and every
-    multipart/report (bounces, delivery and read receipts are written by machines)."""
+    """RFC 3834 Auto-Submitted (any value but ``no``), the vendor auto-reply headers
+    (X-Autoreply, X-Autorespond), bulk precedence, a null reverse path (``Return-Path: <>``,
+    what bounces come from, RFC 5321 4.5.5), and every multipart/report (delivery status
+    notifications, ``report-type=delivery-status``, and read receipts are written by
+    machines)."""
     auto = _header(msg, "Auto-Submitted").split(";")[0].strip().lower()
     if auto and auto != "no":
         return True
     if msg.get("X-Autoreply") is not None or msg.get("X-Autorespond") is not None:
         return True
     if _header(msg, "Precedence").strip().lower() in ("bulk", "junk", "auto_reply"):
+        return True
+    if any(str(v).strip().replace(" ", "") == "<>" for v in msg.get_all("Return-Path") or []):
         return True
     return msg.get_content_type() == "multipart/report"
 

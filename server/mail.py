@@ -23,7 +23,8 @@ from . import store as S
 
 log = logging.getLogger("chatflow.mail")
 
-SUBJECTS = {"unread_replies": "You have unread replies"}
+SUBJECTS = {"unread_replies": "You have unread replies", "transcript": "Transcript of your chat"}
+AUTHORS = {"customer": "You", "agent": "Agent", "bot": "Bot", "system": "System"}
 
 
 def reply_address(chat_id: str, secret: str, domain: str) -> str:
@@ -35,22 +36,77 @@ def signature(chat_id: str, secret: str) -> str:
 
 
 def render_email(row, secret: str, domain: str, sender: str) -> EmailMessage:
+    """The email of an ``emails`` row. Its text comes only from what the engine put in
+    ``data`` (public messages; never a note). Only an email to the customer carries the
+    chat's ``reply+`` address: an answer from anyone else must not become the customer's.
+    Every email is marked automatic (RFC 3834 ``Auto-Submitted``; ``X-Auto-Response-Suppress``
+    asks Exchange not to answer it with an out-of-office)."""
+    data = row["data"] or {}
+    kind = data.get("kind", "customer")  # rows stored before emails had kinds went to the customer
+    to_customer = kind == "customer" or (kind == "transcript" and data.get("to") == "customer")
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = row["to_addr"]
-    msg["Subject"] = SUBJECTS.get(row["template"], row["template"].replace("_", " ").capitalize())
-    msg["Reply-To"] = reply_address(row["chat_id"], secret, domain)
+    subject = SUBJECTS.get(row["template"], row["template"].replace("_", " ").capitalize())
+    if kind == "transcript" and not to_customer:
+        subject = f"Transcript of chat {row['chat_id']}"
+    msg["Subject"] = subject
+    if to_customer:
+        msg["Reply-To"] = reply_address(row["chat_id"], secret, domain)
     msg["Message-ID"] = f"<{hashlib.sha256(row['key'].encode()).hexdigest()[:32]}@{domain}>"
     msg["Date"] = format_datetime(datetime.fromtimestamp(row["at"], timezone.utc))
-    msg["Auto-Submitted"] = "auto-generated"
-    replies = (row["data"] or {}).get("replies") or []
-    lines = ["Hello,", "", "you have unread replies in your chat:", ""]
-    for r in replies:
-        lines.append(f"> {r['text']}")
-        lines.append("")
-    lines.append("Answer this email to reply in the chat.")
+    msg["Auto-Submitted"] = data.get("auto_submitted") if data.get("auto_submitted") in AUTO_SUBMITTED \
+        else "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "All"
+    if kind == "transcript":
+        lines = _transcript_lines(data, to_customer)
+    elif kind == "summary":
+        lines = _summary_lines(row, data)
+    else:
+        lines = ["Hello,", "", "you have unread replies in your chat:", ""]
+        for r in data.get("replies") or []:
+            lines.append(f"> {r['text']}")
+            lines.append("")
+        lines.append("Answer this email to reply in the chat.")
     msg.set_content("\n".join(lines))
     return msg
+
+
+AUTO_SUBMITTED = ("auto-generated", "auto-replied")
+
+
+def _said(m: dict, to_customer: bool) -> str:
+    who = AUTHORS.get(m.get("author"), "?")
+    if m.get("author") == "customer" and not to_customer:
+        who = "Customer"
+    elif m.get("author") == "agent" and m.get("author_id"):
+        who = f"Agent {m['author_id']}"
+    when = datetime.fromtimestamp(m["at"], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"[{when}] {who}: " + m["text"].replace("\n", "\n    ")
+
+
+def _transcript_lines(data: dict, to_customer: bool) -> list[str]:
+    lines = ["Hello,", "", "here is the transcript of your chat:" if to_customer else "the chat's messages:", ""]
+    if data.get("omitted"):
+        lines += [f"({data['omitted']} earlier messages are not shown)", ""]
+    lines += [_said(m, to_customer) for m in data.get("messages") or []]
+    if to_customer:
+        lines += ["", "Answer this email to reply in the chat."]
+    return lines
+
+
+def _summary_lines(row, data: dict) -> list[str]:
+    chat = data.get("chat") or {}
+    customer = chat.get("customer") or {}
+    who = customer.get("name") or customer.get("email") or customer.get("id") or "a customer"
+    lines = [f"Chat {row['chat_id']} with {who}" + (f" ({customer['company']})" if customer.get("company") else ""),
+             f"status {chat.get('status')}, priority {chat.get('priority')}, "
+             f"department {chat.get('department') or '-'}, assignee {chat.get('assignee') or '-'}"]
+    if chat.get("tags"):
+        lines.append("tags: " + ", ".join(chat["tags"]))
+    lines += ["", "Latest messages:"]
+    lines += [_said(m, False) for m in data.get("messages") or []] or ["(none)"]
+    return lines
 
 
 def deliver_pending(db, settings, now: float) -> tuple[int, int]:

@@ -6,7 +6,7 @@ the server is no open relay and refuses mail for anyone else before the message 
 The message itself goes through ``api_inbound.accept_inbound``, the endpoint's own code,
 and its outcome becomes the SMTP reply:
 
-- accepted, or an automatic reply dropped: 250
+- accepted, or an automatic reply kept for agents: 250
 - no reply address, a forged one, or its chat is gone: 550
 - cannot be read, has no text of its own, refused by the chat: 554
 - too large: 552
@@ -78,9 +78,9 @@ class InboundHandler:
 def smtp_reply(status: int, payload: dict) -> str:
     """The SMTP reply line for an ``accept_inbound`` outcome (refusals were logged there)."""
     if status < 300:
-        if payload.get("accepted"):
-            return f"250 2.0.0 OK: added to chat {payload['chat_id']}"
-        return "250 2.0.0 OK: automatic reply dropped"
+        if payload.get("auto_reply"):
+            return f"250 2.0.0 OK: automatic reply kept in chat {payload['chat_id']}"
+        return f"250 2.0.0 OK: added to chat {payload['chat_id']}"
     return REFUSALS.get(payload.get("error"), "554 5.7.0 The chat refused this answer")
 
 

@@ -128,7 +128,7 @@ def shape(node) -> str:
 
 
 _ACTION_FIELDS = ("agent", "department", "strategy", "target", "except_", "template", "message", "webhook",
-                  "text", "article", "tag", "priority", "field_name", "value", "duration", "schedule", "status")
+                  "text", "article", "tag", "priority", "field_name", "value", "duration", "schedule", "status", "targets")
 
 
 def action_shape(action: ast.Action) -> str:
@@ -139,9 +139,11 @@ def action_shape(action: ast.Action) -> str:
         if value is None:
             continue
         if name == "target":
-            if action.kind == "email":
-                continue  # always the customer
+            if action.kind == "email" and value.kind == "customer":
+                continue  # the customer, as before other recipients existed
             shown = value.kind if value.id is None else f'{value.kind} {json.dumps(value.id)}'
+        elif name == "targets":
+            shown = "[" + ", ".join(t.kind if t.id is None else f"{t.kind} {json.dumps(t.id)}" for t in value) + "]"
         elif name in ("value", "duration"):
             shown = shape(value)
         elif name == "except_":

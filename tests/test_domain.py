@@ -108,6 +108,34 @@ def test_customer_message_reopens_closed_chat(world):
     assert (chat.status, chat.opened_at, chat.closed_at, chat.assignee) == ("open", T0 + 3, None, "alice")
 
 
+def test_an_automatic_reply_is_kept_but_reopens_reads_and_awaits_nothing(world):
+    chat = started(world)
+    cmd.join(world, T0 + 1, "c1", "alice")
+    cmd.reply(world, T0 + 2, "c1", "alice", "Which order?")
+    awaiting = state_since(chat, "chat.awaiting_customer")
+    [ev] = cmd.email_reply(world, T0 + 3, "c1", "Out of office", subject="Auto: away", auto_reply=True)
+    m = chat.messages[-1]
+    assert (ev.type, m.auto_reply, m.subject, m.author, m.via, m.public) == \
+        ("message.created", True, "Auto: away", "customer", "email", False)
+    assert chat.customer_read == 0  # it read nothing: the agent's reply is still unread
+    assert state_since(chat, "chat.awaiting_customer") == awaiting
+    assert state_since(chat, "chat.awaiting_agent") is None
+    assert [x.text for x in cmd.customer_view(chat)] == ["Hi", "Which order?"]
+    cmd.close(world, T0 + 4, "c1", "alice")
+    assert types(cmd.email_reply(world, T0 + 5, "c1", "Delivery failed", auto_reply=True)) == ["message.created"]
+    assert chat.status == "closed"
+    refused(world, "bad_request", cmd.email_reply, T0, "c1", "x", subject=3)
+    refused(world, "bad_request", cmd.email_reply, T0, "c1", "x", subject="s" * 999)
+    refused(world, "bad_request", cmd.email_reply, T0, "c1", "x", auto_reply="yes")
+
+
+def test_an_agents_email_address_is_checked(world):
+    assert world.add_agent("erin", email="erin@example.com").email == "erin@example.com"
+    with pytest.raises(CommandRefused, match="email must be an address"):
+        world.add_agent("fred", email="Fred <fred@example.com>")
+    assert "fred" not in world.agents
+
+
 def test_customer_presence_and_reads(world):
     chat = started(world)
     [ev] = cmd.customer_leaves(world, T0 + 10, "c1")

@@ -222,6 +222,9 @@ def test_delivery_status_notification_is_automatic():
     ("Precedence", "Junk", True),
     ("Precedence", "auto_reply", True),
     ("Precedence", "list", False),
+    ("Return-Path", "<>", True),            # the null reverse path bounces come from
+    ("Return-Path", "< >", True),
+    ("Return-Path", "<ann@example.com>", False),
 ])
 def test_automatic_replies(header, value, automatic):
     msg = _mail("I am out of the office until Monday.\n", **{header.replace("-", "_"): value})

@@ -74,6 +74,7 @@ def test_no_note_text_reaches_the_customer(steps):
     for effect in engine.effects:
         if effect.kind == "email":
             assert all(SECRET not in r["text"] for r in effect.data["replies"])
+            assert SECRET not in repr(effect.data)
         if effect.kind == "reply":
             assert SECRET not in (effect.text or "")
         if effect.kind == "webhook":
@@ -114,6 +115,9 @@ rule echo_deleted { on message.deleted then reply "deleted: {{ message.text }}" 
 rule keep { on message.created when event.actor != "rule" then set field last = message.text }
 rule keep_mentions { on message.created when event.actor != "rule" then set field who = message.mentions }
 rule show { on chat.updated when changed(chat.fields.last) then reply "last: {{ chat.fields.last }}" }
+rule transcript { on message.created when event.actor != "rule" then email transcript to customer, address "archive@example.com" }
+rule summary { on message.created then email address "lead@example.com" template "chat_summary" }
+rule to_staff { on message.edited then email agent "alice" template "chat_summary" }
 '''
 
 
@@ -137,7 +141,7 @@ ECHO_RULESET = _echo_ruleset()
 def test_no_note_text_reaches_the_customer_through_message_text(steps):
     world = World()
     for a in ("alice", "bob"):
-        world.add_agent(a)
+        world.add_agent(a, email=f"{a}@example.com")
     engine = Engine(ECHO_RULESET, world)
     now = T0
     engine.execute("start_chat", now, chat_id="c1", customer={"id": "u1", "email": "ann@example.com"}, text="Hi")
@@ -160,6 +164,8 @@ def test_no_note_text_reaches_the_customer_through_message_text(steps):
     assert all(SECRET not in m.text for m in customer_view(chat))
     assert all(SECRET not in (e.text or "") for e in engine.effects if e.kind == "reply")
     assert SECRET not in repr(chat.fields)
+    # transcripts and summaries, to the customer or anyone else, carry public messages only
+    assert all(SECRET not in repr(e.data) for e in engine.effects if e.kind == "email")
     assert all(SECRET in m.text for m in chat.messages if m.kind == "note" and m.edited_at is None)
 
 
@@ -176,3 +182,7 @@ def test_echo_rules_do_repeat_customer_messages():
     assert "echo: where is it" in replies and "last: where is it" in replies
     assert world.chats["c1"].fields["last"] == "where is it"
     assert not any(SECRET in r for r in replies)
+    # the note's message.created sent a summary too, without the note
+    summaries = [e for e in engine.effects if e.kind == "email" and e.template == "chat_summary"]
+    assert len(summaries) >= 3 and [m["text"] for m in summaries[-1].data["messages"]][:2] == ["Hi", "where is it"]
+    assert not any(SECRET in repr(e.data) for e in summaries)

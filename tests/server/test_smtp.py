@@ -207,8 +207,11 @@ def test_forged_unknown_automatic_and_foreign_mail_adds_nothing(api, runtime, cl
         send(smtpd.port, answer(gone, original, "Order 42"))
     assert refused.value.smtp_code == 550
 
-    # an out-of-office reply is accepted (250) and dropped
+    # an out-of-office reply is accepted (250) and kept for agents only: the customer never
+    # sees it as their own message
     assert send(smtpd.port, answer(reply_to, original, "I am away until Monday.", Auto_Submitted="auto-replied")) == {}
+    last = api.agent_chat(cid, alice)["messages"][-1]
+    assert (last["text"], last["auto_reply"]) == ("I am away until Monday.", True)
 
     # an answer that only quotes the email has nothing to add
     with pytest.raises(smtplib.SMTPDataError) as refused:
@@ -294,3 +297,130 @@ def _wait_for_port(port: int, proc, seconds: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     pytest.fail("chatflow smtpd did not start listening")
+
+
+# ---------------------------------------------------------------- issue 8 item 6
+
+EMAIL_RULES = '''
+rule receipt "A customer's email gets a summary back" {
+  on message.created
+  when message.author == "customer" and message.via == "email"
+  then email customer template "chat_summary"
+}
+
+rule lead "The lead hears of urgent chats" {
+  on message.created
+  when message.author == "customer" and message.text contains "urgent"
+  then email agent "lead" template "chat_summary"
+}
+
+rule transcript "Closing sends the transcript to the customer and the archive" {
+  on chat.closed
+  then email transcript to customer, address "archive@example.com"
+}
+'''
+
+
+@pytest.fixture
+def email_rules(api, client):
+    r = client.post("/api/admin/rulesets", json={"files": {"email.rules": EMAIL_RULES}}, headers=api.admin)
+    assert r.status_code == 201, r.get_json()
+    return api.agents(("lead", {"email": "lead@example.com"}))["lead"]
+
+
+def sent(outbox) -> dict:
+    """{recipient: parsed message} of what the outbox received."""
+    return {rcpt[0]: message_from_bytes(raw, policy=policy.default) for _, rcpt, raw in outbox.messages}
+
+
+def test_agents_addresses_and_transcripts_over_smtp(api, runtime, clock, outbox, alice, email_rules):
+    cid, cust = api.start_chat("Hi", customer={"name": "Ann", "email": "ann@example.com", "company": "ACME"})
+    api.post(f"/api/widget/chats/{cid}/messages", cust, {"text": "this is urgent"}, status=201)
+    runtime.after_change()
+    lead = sent(outbox)["lead@example.com"]
+    assert lead["Subject"] == "Chat summary" and lead["Reply-To"] is None  # staff answers never become Ann's
+    assert lead["Auto-Submitted"] == "auto-replied" and lead["X-Auto-Response-Suppress"] == "All"
+    assert f"Chat {cid} with Ann (ACME)" in lead.get_content() and "this is urgent" in lead.get_content()
+
+    api.post(f"/api/chats/{cid}/join", alice, status=200)
+    api.post(f"/api/chats/{cid}/note", alice, {"text": "SECRET: refund approved"}, status=201)
+    api.post(f"/api/chats/{cid}/reply", alice, {"text": "We are on it"}, status=201)
+    api.post(f"/api/chats/{cid}/close", alice, status=200)
+    runtime.after_change()
+    mails = sent(outbox)
+    to_ann, archive = mails["ann@example.com"], mails["archive@example.com"]
+    assert to_ann["Subject"] == "Transcript of your chat" and to_ann["Reply-To"] == reply_address(cid, SECRET, DOMAIN)
+    assert archive["Subject"] == f"Transcript of chat {cid}" and archive["Reply-To"] is None
+    for mail in (to_ann, archive):
+        assert mail["Auto-Submitted"] == "auto-generated"  # an agent closed the chat: no message answered
+        text = mail.get_content()
+        assert "SECRET" not in text
+        assert [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("[")] == \
+            ["Hi", "this is urgent", "We are on it"]
+
+
+def test_an_automatic_reply_over_smtp_reopens_nothing_and_gets_no_answer(api, runtime, clock, outbox, alice,
+                                                                       smtpd, email_rules):
+    cid, cust, (_, _, raw) = emailed_chat(api, runtime, clock, outbox, alice)
+    original = message_from_bytes(raw, policy=policy.default)
+    api.post(f"/api/chats/{cid}/close", alice, status=200)
+    runtime.after_change()
+    before = len(outbox.messages)
+    body, _ = shared_reply("email_german_outlook.txt")  # a real client's body, sent by an autoresponder
+
+    with smtplib.SMTP("127.0.0.1", smtpd.port, timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.mail("ann@example.com")
+        smtp.rcpt(original["Reply-To"])
+        code, reply = smtp.data(answer(original["Reply-To"], original, body, X_Autoreply="yes").as_bytes(policy=policy.SMTP))
+    assert code == 250 and b"automatic reply kept" in reply, (code, reply)
+
+    chat = api.agent_chat(cid, alice)
+    assert chat["status"] == "closed"
+    assert (chat["messages"][-1]["author"], chat["messages"][-1]["auto_reply"]) == ("customer", True)
+    runtime.after_change()
+    assert len(outbox.messages) == before  # no summary back to an autoresponder (RFC 3834)
+
+    # the customer's own answer reopens the chat and gets its summary
+    assert send(smtpd.port, answer(original["Reply-To"], original, "Order 42, please")) == {}
+    runtime.after_change()
+    assert api.agent_chat(cid, alice)["status"] == "open"
+    assert len(outbox.messages) == before + 1
+    assert sent(outbox)["ann@example.com"]["Auto-Submitted"] == "auto-replied"
+
+
+@pytest.mark.parametrize("headers", [
+    {"Auto_Submitted": "auto-replied"}, {"X_Autorespond": "yes"}, {"Precedence": "bulk"}, {"Return_Path": "<>"},
+])
+def test_the_inbound_endpoint_keeps_automatic_replies_for_agents(api, client, runtime, clock, outbox, alice, headers):
+    cid, cust, (_, _, raw) = emailed_chat(api, runtime, clock, outbox, alice)
+    original = message_from_bytes(raw, policy=policy.default)
+    r = client.post("/api/inbound-email", data=answer(original["Reply-To"], original, "Away", **headers).as_bytes(),
+                    content_type="message/rfc822")
+    assert r.status_code == 202 and r.get_json() == {"chat_id": cid, "accepted": True, "auto_reply": True}
+    assert [m["text"] for m in api.agent_chat(cid, alice)["messages"] if m["auto_reply"]] == ["Away"]
+    assert "Away" not in [t for t, _ in customer_messages(api, cid, cust)]
+
+
+def test_a_bounce_is_kept_with_its_subject(api, client, runtime, clock, outbox, alice):
+    cid, cust, (_, _, raw) = emailed_chat(api, runtime, clock, outbox, alice)
+    original = message_from_bytes(raw, policy=policy.default)
+    bounce = EmailMessage()
+    bounce["From"] = "Mail Delivery System <MAILER-DAEMON@mx.example.com>"
+    bounce["To"] = original["Reply-To"]
+    bounce["Subject"] = "Undelivered Mail Returned to Sender"
+    bounce.set_content("Your message could not be delivered: mailbox full.\n")
+    bounce.make_mixed()
+    status = EmailMessage()
+    status["Content-Type"] = "message/delivery-status"
+    per_recipient = EmailMessage()
+    per_recipient["Final-Recipient"] = "rfc822; ann@example.com"
+    per_recipient["Status"] = "5.2.2"
+    status.set_payload([EmailMessage(), per_recipient])
+    bounce.attach(status)
+    bounce.replace_header("Content-Type", "multipart/report; report-type=delivery-status")
+    r = client.post("/api/inbound-email", data=bounce.as_bytes(), content_type="message/rfc822")
+    assert r.status_code == 202, r.get_json()
+    last = api.agent_chat(cid, alice)["messages"][-1]
+    assert (last["auto_reply"], last["subject"]) == (True, "Undelivered Mail Returned to Sender")
+    assert last["text"].startswith("Your message could not be delivered")
