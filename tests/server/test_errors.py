@@ -99,6 +99,7 @@ def test_agent_and_admin_bodies_are_validated(api, client, runtime, chat, team):
         # found by the API fuzzing: a number past SQLite's 64 bits was a 500
         ("/api/admin/agents", {"id": "dave", "max_chats": 2**70}, api.admin, "max_chats"),
         ("/api/admin/agents", {"id": "dave", "capacity": {"email": 2**70}}, api.admin, "capacity/email"),
+        ("/api/admin/agents", {"id": "dave", "email": "Dave <dave@example.com>"}, api.admin, "email"),
         ("/api/admin/agents", {"id": "dave", "channels": ["fax"]}, api.admin, "channels/0"),
         ("/api/admin/rulesets", {"files": {"x.txt": "rule"}}, api.admin, "files"),
         ("/api/admin/rulesets", {"files": {"x.rules": 3}}, api.admin, "files/x.rules"),
