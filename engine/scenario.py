@@ -226,6 +226,10 @@ def load_scenario(path: str | Path) -> Scenario:
     rules = doc.get("rules") or []
     if isinstance(rules, str):
         rules = [rules]
+    if not isinstance(rules, list) or not all(isinstance(r, str) and r for r in rules):
+        # a mapping or a number among them crashed the path arithmetic (found by atheris)
+        _fail(p, rules if isinstance(rules, (list, dict)) else doc, "`rules` is a rule file's path or a list of them",
+              "e.g. `rules: [rules/routing.rules]`")
     rule_paths = [str((path.parent / r).resolve()) if not Path(r).is_absolute() else r for r in rules]
     agents = doc.get("agents") or []
     if not isinstance(agents, list):

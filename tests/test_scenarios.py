@@ -237,3 +237,16 @@ def test_a_malformed_webhooks_expectation_is_a_located_error(tmp_path, want):
         load_scenario(path)
     d = e.value.diagnostics[0]
     assert d.code == "scenario_error" and "webhooks" in d.message and d.span.line >= 9
+
+
+@pytest.mark.parametrize("rules", ["{a: 1}", "[rules/x.rules, {a: 1}]", "[3]", "['']", "7"])
+def test_rules_that_are_no_paths_are_a_located_error(tmp_path, rules):
+    """A mapping or a number under `rules:` crashed the loader's path arithmetic (atheris)."""
+    from engine.scenario import ScenarioError
+
+    path = tmp_path / "s.yaml"
+    path.write_text(f"rules: {rules}\ntests:\n  - name: t\n", encoding="utf-8")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    d = err.value.diagnostics[0]
+    assert (d.code, d.span.line) == ("scenario_error", 1) and "rule file's path" in d.message
