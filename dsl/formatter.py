@@ -565,6 +565,45 @@ def _then_lines(actions, inside, open_note, close_note) -> list:
     return lines
 
 
+# ---------------------------------------------------------------- blocks of lines
+
+def _block_lines(head, anchors, parts, end) -> list:
+    """``HEAD {``, one or more lines a part, ``}``: a schedule, the routing block or a policy.
+
+    ``anchors`` holds (key, start, end) triples of what a comment written after code can
+    belong to ("header" for ``HEAD {``); ``parts`` holds (anchor key, the (comment, _Where)
+    pairs that stood before the part, its lines) in written order; ``end`` the pairs before
+    the closing ``}``. A comment written after an anchor goes back to the end of that
+    anchor's line; every other one stands on its own line before its part.
+    """
+    trailing = {}  # anchor -> the comment printed at the end of its line
+
+    def own_lines(pairs):
+        kept = []
+        for text, w in pairs:
+            owner = _trailing_owner(w, anchors)
+            if owner is not None and owner not in trailing:
+                trailing[owner] = text
+            else:
+                kept.append(INDENT + text)
+        return kept
+
+    # Every comment is placed before any line is printed: a part's comment may end a line
+    # printed earlier (the header's, the previous part's).
+    kept = [own_lines(pairs) for _, pairs, _ in parts]
+    kept_end = own_lines(end)
+
+    def tail(line, anchor):
+        return line + (f"  {trailing[anchor]}" if anchor in trailing else "")
+
+    lines = [tail(head + " {", "header")]
+    for (anchor, _, text), before in zip(parts, kept):
+        lines.extend(before)
+        lines.extend(text[:-1])
+        lines.append(tail(text[-1], anchor))
+    return lines + kept_end + ["}"]
+
+
 # ---------------------------------------------------------------- schedules
 
 def _schedule_lines(s: ast.Schedule, places: _Places) -> list:
@@ -572,32 +611,11 @@ def _schedule_lines(s: ast.Schedule, places: _Places) -> list:
     if s.timezone_span != s.id_span:  # the parser points an unwritten timezone at the id
         anchors.append(("timezone", _start(s.timezone_span), _end(s.timezone_span)))
     anchors += [(("line", i), _start(sl.span), _end(sl.span)) for i, sl in enumerate(s.lines)]
-    trailing, kept = {}, {}
-
-    def sort(slot, pairs):
-        kept[slot] = []
-        for text, w in pairs:
-            owner = _trailing_owner(w, anchors)
-            if owner is not None and owner not in trailing:
-                trailing[owner] = text
-            else:
-                kept[slot].append(text)
-
-    for i, sl in enumerate(s.lines):
-        sort(i, places.of(sl, "lead", sl.comments))
-    sort("end", places.of(s, "end", s.end_comments))
-
-    def tail(line, anchor):
-        return line + (f"  {trailing[anchor]}" if anchor in trailing else "")
-
+    parts = [("timezone", (), [f"{INDENT}timezone {quote(s.timezone)}"])]
+    parts += [(("line", i), places.of(sl, "lead", sl.comments), [INDENT + format_schedule_line(sl)])
+              for i, sl in enumerate(s.lines)]
     head = f"schedule {_name(s.id)}" + (f" {quote(s.title)}" if s.title is not None else "")
-    lines = [tail(head + " {", "header"), tail(f"{INDENT}timezone {quote(s.timezone)}", "timezone")]
-    for i, sl in enumerate(s.lines):
-        lines.extend(INDENT + c for c in kept[i])
-        lines.append(tail(INDENT + format_schedule_line(sl), ("line", i)))
-    lines.extend(INDENT + c for c in kept["end"])
-    lines.append("}")
-    return lines
+    return _block_lines(head, anchors, parts, places.of(s, "end", s.end_comments))
 
 
 # ---------------------------------------------------------------- routing
@@ -605,31 +623,9 @@ def _schedule_lines(s: ast.Schedule, places: _Places) -> list:
 def _routing_lines(r: ast.Routing, places: _Places) -> list:
     anchors = [("header", _start(r.span), (r.span.line, r.span.column + len("routing {")))]
     anchors += [(("line", i), _start(rl.span), _end(rl.span)) for i, rl in enumerate(r.lines)]
-    trailing, kept = {}, {}
-
-    def sort(slot, pairs):
-        kept[slot] = []
-        for text, w in pairs:
-            owner = _trailing_owner(w, anchors)
-            if owner is not None and owner not in trailing:
-                trailing[owner] = text
-            else:
-                kept[slot].append(text)
-
-    for i, rl in enumerate(r.lines):
-        sort(i, places.of(rl, "lead", rl.comments))
-    sort("end", places.of(r, "end", r.end_comments))
-
-    def tail(line, anchor):
-        return line + (f"  {trailing[anchor]}" if anchor in trailing else "")
-
-    lines = [tail("routing {", "header")]
-    for i, rl in enumerate(r.lines):
-        lines.extend(INDENT + c for c in kept[i])
-        lines.append(tail(INDENT + format_routing_line(rl), ("line", i)))
-    lines.extend(INDENT + c for c in kept["end"])
-    lines.append("}")
-    return lines
+    parts = [(("line", i), places.of(rl, "lead", rl.comments), [INDENT + format_routing_line(rl)])
+             for i, rl in enumerate(r.lines)]
+    return _block_lines("routing", anchors, parts, places.of(r, "end", r.end_comments))
 
 
 def format_routing_line(rl: ast.RoutingLine) -> str:
@@ -659,43 +655,16 @@ def _sla_lines(p: ast.Sla, places: _Places) -> list:
         if clause in spans:
             anchors.append((clause, _start(spans[clause]), _end(spans[clause])))
     anchors += [(("line", i), _start(line.span), _end(line.span)) for i, line in enumerate(p.lines)]
-    trailing, kept = {}, {}
-
-    def sort(slot, pairs):
-        kept[slot] = []
-        for text, w in pairs:
-            owner = _trailing_owner(w, anchors)
-            if owner is not None and owner not in trailing:
-                trailing[owner] = text
-            else:
-                kept[slot].append(text)
-
-    by_clause = dict(p.clause_comments)
-    for clause in ("when", "within"):
-        sort(clause, places.of(p, clause, by_clause.get(clause, ())))
-    for i, line in enumerate(p.lines):
-        sort(("line", i), places.of(line, "lead", line.comments))
-    sort("end", places.of(p, "end", p.end_comments))
-
-    def tail(line, anchor):
-        return line + (f"  {trailing[anchor]}" if anchor in trailing else "")
-
-    head = f"sla {_name(p.id)}" + (f" {quote(p.title)}" if p.title is not None else "")
-    lines = [tail(head + " {", "header")]
-    i = 0
+    by_clause, lines, parts = dict(p.clause_comments), iter(enumerate(p.lines)), []
     for clause in order:
         if clause == "line":
-            lines.extend(INDENT + c for c in kept[("line", i)])
-            lines.append(tail(f"{INDENT}{format_sla_line(p.lines[i])}", ("line", i)))
-            i += 1
-            continue
-        lines.extend(INDENT + c for c in kept[clause])
-        text = _when_lines(p.when) if clause == "when" else [f"{INDENT}within {quote(p.within)}"]
-        text[-1] = tail(text[-1], clause)
-        lines.extend(text)
-    lines.extend(INDENT + c for c in kept["end"])
-    lines.append("}")
-    return lines
+            i, line = next(lines)
+            parts.append((("line", i), places.of(line, "lead", line.comments), [f"{INDENT}{format_sla_line(line)}"]))
+        else:
+            text = _when_lines(p.when) if clause == "when" else [f"{INDENT}within {quote(p.within)}"]
+            parts.append((clause, places.of(p, clause, by_clause.get(clause, ())), text))
+    head = f"sla {_name(p.id)}" + (f" {quote(p.title)}" if p.title is not None else "")
+    return _block_lines(head, anchors, parts, places.of(p, "end", p.end_comments))
 
 
 def format_sla_line(line: ast.SlaTarget) -> str:
