@@ -100,14 +100,6 @@ def webs_without_publisher(pg_url, redis_url, tmp_path):
     close_webs(w)
 
 
-def work(queue) -> None:
-    """Run the queued jobs in this process, as `chatflow worker --burst` does."""
-    from rq import SimpleWorker
-
-    jobs.flush_dispatchers()  # the web side's batched enqueues, done before the worker looks
-    SimpleWorker([queue], connection=queue.connection, serializer=queue.serializer).work(burst=True)
-
-
 def parse_frame(block: str) -> dict:
     """One SSE frame: ``{"id", "event", "data"}`` (data decoded), ``{"comment"}`` or ``{"retry"}``."""
     frame: dict = {}

@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from server import store as S
 
-from conftest_live import ADMIN, Frames, webs, webs_without_publisher, work  # noqa: F401 (fixtures)
+from conftest_live import ADMIN, Frames, webs, webs_without_publisher  # noqa: F401 (fixtures)
+from scaled_mode import work
 
 OPEN = 20.0  # seconds a stream may stay open; a failing wake-up test waits this long at most
 

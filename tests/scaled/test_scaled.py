@@ -8,52 +8,20 @@ import secrets
 import time
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from server import jobs
 from server import store as S
-from server.app import create_app, make_runtime, make_settings
+from server.app import create_app
 from server.scheduler import Scheduler
 
-T0 = 1767603600.0  # 2026-01-05T09:00:00Z
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self):
-        return self.now
+from scaled_mode import T0, work
 
 
 @pytest.fixture
-def scaled(pg_url, redis_url, tmp_path):
-    clock = Clock()
-    queue_name = f"chatflow-test-{secrets.token_hex(4)}"
-    config = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "QUEUE": queue_name, "CLOCK": clock,
-              "ADMIN_TOKEN": "admintok", "DATA_DIR": str(tmp_path)}
-    app = create_app(config)
-    runtime = app.extensions["chatflow"]
-    with runtime.db.begin() as conn:  # each test starts from empty tables (admin kept)
-        for table in ("events", "timers", "notifications", "emails", "traces", "chats"):
-            conn.execute(text(f"DELETE FROM {table}"))
-        conn.execute(text("DELETE FROM agents WHERE id <> 'admin'"))
-    worker_settings = make_settings(config)
-    worker_runtime = make_runtime(worker_settings)
-    jobs.set_runtime(worker_runtime)
-    redis = jobs.make_redis(redis_url)
-    queue = jobs.make_queue(worker_settings, redis)
-    yield app, runtime, worker_runtime, queue, clock
-    queue.empty()
-    queue.delete(delete_jobs=True)
-    app.extensions["chatflow_stop"].set()
-
-
-def work(queue):
-    from rq import SimpleWorker
-
-    jobs.flush_dispatchers()  # the web side's batched enqueues, done before the worker looks
-    SimpleWorker([queue], connection=queue.connection, serializer=queue.serializer).work(burst=True)
+def scaled(start_scaled, clock):
+    s = start_scaled()
+    return s.app, s.runtime, s.worker_runtime, s.queue, clock
 
 
 def _agent(client, agent_id):

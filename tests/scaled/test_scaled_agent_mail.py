@@ -6,52 +6,18 @@ from __future__ import annotations
 
 import mailbox
 import os
-import secrets
 
 import pytest
-from sqlalchemy import text
 
-from server import jobs
-from server.app import create_app, make_runtime, make_settings
 from server.scheduler import Scheduler
 
-T0 = 1767603600.0
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self):
-        return self.now
+from scaled_mode import T0, work
 
 
 @pytest.fixture
-def scaled(pg_url, redis_url, tmp_path):
-    clock = Clock()
-    config = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "QUEUE": f"chatflow-test-{secrets.token_hex(4)}",
-              "CLOCK": clock, "ADMIN_TOKEN": "admintok", "DATA_DIR": str(tmp_path), "AGENT_EMAIL_WINDOW": 300.0}
-    app = create_app(config)
-    runtime = app.extensions["chatflow"]
-    with runtime.db.begin() as conn:
-        for table in ("events", "timers", "notifications", "emails", "traces", "agent_email_items", "agent_emails",
-                      "chats"):
-            conn.execute(text(f"DELETE FROM {table}"))
-        conn.execute(text("DELETE FROM agents WHERE id <> 'admin'"))
-    worker_runtime = make_runtime(make_settings(config))
-    jobs.set_runtime(worker_runtime)
-    queue = jobs.make_queue(worker_runtime.settings, jobs.make_redis(redis_url))
-    yield app, runtime, queue, clock, os.path.join(str(tmp_path), "maildir")
-    queue.empty()
-    queue.delete(delete_jobs=True)
-    app.extensions["chatflow_stop"].set()
-
-
-def work(queue):
-    from rq import SimpleWorker
-
-    jobs.flush_dispatchers()
-    SimpleWorker([queue], connection=queue.connection, serializer=queue.serializer).work(burst=True)
+def scaled(start_scaled, clock, tmp_path):
+    s = start_scaled({"AGENT_EMAIL_WINDOW": 300.0}, tables=("agent_email_items", "agent_emails"))
+    return s.app, s.runtime, s.queue, clock, os.path.join(str(tmp_path), "maildir")
 
 
 def _subjects(maildir):

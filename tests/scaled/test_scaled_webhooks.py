@@ -5,29 +5,20 @@ retry to a new job when it comes due. The receiver is a real local HTTP server."
 from __future__ import annotations
 
 import json
-import secrets
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import threading
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select
 
 from server import jobs
 from server import store as S
 from server import webhooks as W
-from server.app import create_app, make_runtime, make_settings
 from server.scheduler import Scheduler
 
-T0 = 1767603600.0
+from scaled_mode import T0, work
+
 SECRET = "scaled-secret-0123456789"
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture
@@ -53,45 +44,23 @@ def receiver():
 
 
 @pytest.fixture
-def scaled(pg_url, redis_url, tmp_path, receiver):
+def scaled(start_scaled, clock, pg_url, tmp_path, receiver):
     url, _ = receiver
-    clock = Clock()
     rules = tmp_path / "hooks.rules"
     rules.write_text('rule crm { on chat.closed then webhook "crm" }\n', encoding="utf-8")
-    config = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "QUEUE": f"chatflow-test-{secrets.token_hex(4)}",
-              "CLOCK": clock, "ADMIN_TOKEN": "admintok", "DATA_DIR": str(tmp_path), "RULES": (str(rules),),
-              "WEBHOOKS": {"crm": {"url": url, "secret": SECRET}}, "WEBHOOK_HOSTS": ["127.0.0.1"],
-              "WEBHOOK_BACKOFF": 10.0}
     db = S.make_db(S.database_url(pg_url, "unused"))
     with db.connect() as conn:
         before = conn.execute(select(S.rulesets.c.version).where(S.rulesets.c.active.is_(True))).scalar()
     db.dispose()
-    app = create_app(config)
-    runtime = app.extensions["chatflow"]
-    with runtime.db.begin() as conn:
-        for table in ("events", "timers", "notifications", "emails", "traces", "webhook_deliveries", "chats"):
-            conn.execute(text(f"DELETE FROM {table}"))
-        conn.execute(text("DELETE FROM agents WHERE id <> 'admin'"))
-    worker_runtime = make_runtime(make_settings(config))
-    jobs.set_runtime(worker_runtime)
-    redis = jobs.make_redis(redis_url)
-    queue = jobs.make_queue(worker_runtime.settings, redis)
-    hooks = jobs.webhook_queue(worker_runtime.settings, redis)
-    jobs.hand_webhooks_to(worker_runtime, hooks)
-    yield app, runtime, queue, hooks, clock
-    for q in (queue, hooks):
-        q.empty()
-        q.delete(delete_jobs=True)
-    app.extensions["chatflow_stop"].set()
+    s = start_scaled({"RULES": (str(rules),), "WEBHOOKS": {"crm": {"url": url, "secret": SECRET}},
+                      "WEBHOOK_HOSTS": ["127.0.0.1"], "WEBHOOK_BACKOFF": 10.0}, tables=("webhook_deliveries",))
+    hooks = jobs.webhook_queue(s.worker_runtime.settings, s.redis)
+    jobs.hand_webhooks_to(s.worker_runtime, hooks)
+    yield s.app, s.runtime, s.queue, hooks, clock
+    hooks.empty()
+    hooks.delete(delete_jobs=True)
     if before is not None:  # the other scaled tests run on the rule set they found
-        runtime.activate(before)
-
-
-def work(*queues):
-    from rq import SimpleWorker
-
-    jobs.flush_dispatchers()
-    SimpleWorker(list(queues), connection=queues[0].connection, serializer=queues[0].serializer).work(burst=True)
+        s.runtime.activate(before)
 
 
 def _delivery(runtime):
