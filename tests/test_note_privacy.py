@@ -45,13 +45,14 @@ commands = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(commands, max_size=25))
-def test_no_note_text_reaches_the_customer(steps):
+def _run(ruleset, steps, agent_emails=False):
+    """Agents alice and bob (at alice@/bob@example.com when ``agent_emails``) and a chat c1
+    through ``ruleset``: ``steps`` drawn from ``commands`` a second apart, then a week of
+    deadlines. Returns the engine and the chat."""
     world = World()
     for a in ("alice", "bob"):
-        world.add_agent(a)
-    engine = Engine(RULESET, world)
+        world.add_agent(a, email=f"{a}@example.com" if agent_emails else None)
+    engine = Engine(ruleset, world)
     now = T0
     engine.execute("start_chat", now, chat_id="c1", customer={"id": "u1", "email": "ann@example.com"}, text="Hi")
     for name, args, extra in steps:
@@ -69,7 +70,13 @@ def test_no_note_text_reaches_the_customer(steps):
         except CommandRefused:
             pass  # a step the domain refuses changes nothing; the sequence goes on
     engine.run_due(now + 7 * 86400)
-    chat = world.chats["c1"]
+    return engine, world.chats["c1"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(commands, max_size=25))
+def test_no_note_text_reaches_the_customer(steps):
+    engine, chat = _run(RULESET, steps)
     assert all(SECRET not in m.text for m in customer_view(chat))
     for effect in engine.effects:
         if effect.kind == "email":
@@ -139,28 +146,7 @@ ECHO_RULESET = _echo_ruleset()
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(commands, max_size=25))
 def test_no_note_text_reaches_the_customer_through_message_text(steps):
-    world = World()
-    for a in ("alice", "bob"):
-        world.add_agent(a, email=f"{a}@example.com")
-    engine = Engine(ECHO_RULESET, world)
-    now = T0
-    engine.execute("start_chat", now, chat_id="c1", customer={"id": "u1", "email": "ann@example.com"}, text="Hi")
-    for name, args, extra in steps:
-        now += 1
-        engine.run_due(now)
-        if name == "wait":
-            now += extra
-            engine.run_due(now)
-            continue
-        kwargs = dict(args)
-        if extra is not None:
-            kwargs["text"] = extra
-        try:
-            engine.execute(name, now, chat_id="c1", **kwargs)
-        except CommandRefused:
-            pass
-    engine.run_due(now + 7 * 86400)
-    chat = world.chats["c1"]
+    engine, chat = _run(ECHO_RULESET, steps, agent_emails=True)
     assert all(SECRET not in m.text for m in customer_view(chat))
     assert all(SECRET not in (e.text or "") for e in engine.effects if e.kind == "reply")
     assert SECRET not in repr(chat.fields)
