@@ -77,23 +77,34 @@ def simple_command(chat_id, command):
     return _after(chat_id, me)
 
 
-@bp.post("/chats/<chat_id>/reply")
-def reply(chat_id):
-    me = current_agent()
-    data = body("Reply")
-    _visible_chat(chat_id, me)
-    _runtime().command("reply", chat_id, agent=me["id"], text=data.get("text"), canned=data.get("canned"),
-                       article=data.get("article"))
-    return _after(chat_id, me, 201)
+# The chat commands that take a JSON body and pass its fields on as they are: URL path ->
+# (the engine's command, also the endpoint's name; the body's schema; {the command's
+# argument: the body's field}; the status on success). Snooze's body is {"for": "2h"},
+# {"until": EPOCH_SECONDS} or {"until_next": "SCHEDULE"} (a schedule of the active rule
+# set: until it next opens).
+BODY_COMMANDS = {
+    "reply": ("reply", "Reply", {"text": "text", "canned": "canned", "article": "article"}, 201),
+    "note": ("note", "Note", {"text": "text"}, 201),
+    "tag": ("tag", "Tag", {"tag": "tag"}, 200),
+    "untag": ("untag", "Tag", {"tag": "tag"}, 200),
+    "priority": ("set_priority", "SetPriority", {"priority": "priority"}, 200),
+    "snooze": ("snooze", "Snooze", {"duration": "for", "until": "until", "until_next": "until_next"}, 200),
+    "status": ("set_status", "SetStatus", {"status": "status"}, 200),
+}
 
 
-@bp.post("/chats/<chat_id>/note")
-def note(chat_id):
-    me = current_agent()
-    data = body("Note")
-    _visible_chat(chat_id, me)
-    _runtime().command("note", chat_id, agent=me["id"], text=data["text"])
-    return _after(chat_id, me, 201)
+def _body_command(command, schema, fields, status):
+    def view(chat_id):
+        me = current_agent()
+        data = body(schema)
+        _visible_chat(chat_id, me)
+        _runtime().command(command, chat_id, agent=me["id"], **{arg: data.get(f) for arg, f in fields.items()})
+        return _after(chat_id, me, status)
+    return view
+
+
+for _path, (_command, *_how) in BODY_COMMANDS.items():
+    bp.add_url_rule(f"/chats/<chat_id>/{_path}", _command, _body_command(_command, *_how), methods=["POST"])
 
 
 @bp.post("/chats/<chat_id>/assign")
@@ -105,54 +116,6 @@ def assign(chat_id):
     if data.get("by"):
         args["strategy"] = data["by"]
     _runtime().command("assign", chat_id, **args)
-    return _after(chat_id, me)
-
-
-@bp.post("/chats/<chat_id>/tag")
-def tag(chat_id):
-    me = current_agent()
-    data = body("Tag")
-    _visible_chat(chat_id, me)
-    _runtime().command("tag", chat_id, agent=me["id"], tag=data["tag"])
-    return _after(chat_id, me)
-
-
-@bp.post("/chats/<chat_id>/untag")
-def untag(chat_id):
-    me = current_agent()
-    data = body("Tag")
-    _visible_chat(chat_id, me)
-    _runtime().command("untag", chat_id, agent=me["id"], tag=data["tag"])
-    return _after(chat_id, me)
-
-
-@bp.post("/chats/<chat_id>/priority")
-def set_priority(chat_id):
-    me = current_agent()
-    data = body("SetPriority")
-    _visible_chat(chat_id, me)
-    _runtime().command("set_priority", chat_id, agent=me["id"], priority=data["priority"])
-    return _after(chat_id, me)
-
-
-@bp.post("/chats/<chat_id>/snooze")
-def snooze(chat_id):
-    """``{"for": "2h"}``, ``{"until": EPOCH_SECONDS}`` or ``{"until_next": "SCHEDULE"}``
-    (a schedule of the active rule set: until it next opens)."""
-    me = current_agent()
-    data = body("Snooze")
-    _visible_chat(chat_id, me)
-    _runtime().command("snooze", chat_id, agent=me["id"], duration=data.get("for"), until=data.get("until"),
-                       until_next=data.get("until_next"))
-    return _after(chat_id, me)
-
-
-@bp.post("/chats/<chat_id>/status")
-def set_status(chat_id):
-    me = current_agent()
-    data = body("SetStatus")
-    _visible_chat(chat_id, me)
-    _runtime().command("set_status", chat_id, agent=me["id"], status=data["status"])
     return _after(chat_id, me)
 
 
