@@ -165,6 +165,12 @@ class Api:
             out[agent_id] = bearer(self.create_agent(agent_id, **fields))
         return out
 
+    def upload_rules(self, files: dict) -> dict:
+        """Upload and activate a rule set of ``files`` ({name: text}); returns the answer."""
+        r = self.client.post("/api/admin/rulesets", json={"files": files}, headers=self.admin)
+        assert r.status_code == 201, r.get_json()
+        return r.get_json()
+
     def start_chat(self, text: str = "Hi", **body) -> tuple[str, dict]:
         """Start a widget chat; returns (chat id, the customer's Authorization headers)."""
         r = self.client.post("/api/widget/chats", json={"text": text, **body})

@@ -26,10 +26,9 @@ schedule mornings {
 
 
 @pytest.fixture
-def team(api, client):
+def team(api):
     agents = api.agents("alice", "bob", ("tess", {"channels": ["telegram"]}))
-    r = client.post("/api/admin/rulesets", json={"files": {"agents.rules": RULES}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+    api.upload_rules({"agents.rules": RULES})
     return agents
 
 

@@ -24,9 +24,8 @@ rule ack "The bot answers every customer message" {
 '''
 
 
-def upload(client, api, text: str) -> None:
-    r = client.post("/api/admin/rulesets", json={"files": {"team/extra.rules": text}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+def upload(api, text: str) -> None:
+    api.upload_rules({"team/extra.rules": text})
 
 
 def held(runtime):
@@ -53,10 +52,10 @@ def notification_keys(runtime) -> list:
         return [r[0] for r in conn.execute(select(S.notifications.c.key).order_by(S.notifications.c.id))]
 
 
-def test_a_batch_shares_capacity_and_the_round_robin_across_its_chats(api, client, runtime):
+def test_a_batch_shares_capacity_and_the_round_robin_across_its_chats(api, runtime):
     api.agents(("alice", {"departments": ["support"], "max_chats": 1}),
                ("bob", {"departments": ["support"], "max_chats": 1}))
-    upload(client, api, ROUTING)
+    upload(api, ROUTING)
     waiting = held(runtime)
     chats = [api.start_chat(f"Hi {i}")[0] for i in range(3)]
     assert sorted(waiting) == sorted(chats) and unprocessed(runtime) == 3
@@ -108,9 +107,9 @@ def test_a_batch_of_deadlines_fires_each_chat_once(api, runtime, clock):
     assert len(notification_keys(runtime)) == before + 5
 
 
-def test_an_embedded_answer_shows_what_the_rules_did(api, client, runtime):
+def test_an_embedded_answer_shows_what_the_rules_did(api, runtime):
     """Embedded mode runs the rules before answering, so the bot's reply is in the answer."""
-    upload(client, api, BOT)
+    upload(api, BOT)
     cid, cust = api.start_chat("Hi", customer={"name": "Ann"})
     r = api.post(f"/api/widget/chats/{cid}/messages", cust, {"text": "hello?"}, status=201)
     texts = [m["text"] for m in r.get_json()["messages"]]

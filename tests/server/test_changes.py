@@ -40,9 +40,8 @@ def stored_events(runtime, chat_id) -> list[dict]:
         return [dict(r) for r in conn.execute(q).mappings()]
 
 
-def test_change_conditions_run_in_the_service(api, client, runtime, team):
-    r = client.post("/api/admin/rulesets", json={"files": {"changes.rules": RULES}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+def test_change_conditions_run_in_the_service(api, runtime, team):
+    api.upload_rules({"changes.rules": RULES})
     cid, cust = api.start_chat("Hi")
     for text in ("this is urgent", "still urgent"):
         r = api.post(f"/api/widget/chats/{cid}/messages", cust, {"text": text})

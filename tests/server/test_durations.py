@@ -33,10 +33,9 @@ rule left_after_long_wait {
 
 
 @pytest.fixture
-def team(api, client):
+def team(api):
     agents = api.agents("alice", "bob")
-    r = client.post("/api/admin/rulesets", json={"files": {"durations.rules": RULES}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+    api.upload_rules({"durations.rules": RULES})
     return agents
 
 

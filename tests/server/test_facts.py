@@ -35,10 +35,9 @@ rule follow_up {
 
 
 @pytest.fixture
-def team(api, client):
+def team(api):
     agents = api.agents("alice")
-    r = client.post("/api/admin/rulesets", json={"files": {"facts.rules": RULES}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+    api.upload_rules({"facts.rules": RULES})
     return agents
 
 

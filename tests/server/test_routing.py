@@ -40,9 +40,8 @@ def app_config():
     return {"RATE_LIMITS": "off"}  # 40 chats from one test address
 
 
-def upload(client, api, text: str) -> None:
-    r = client.post("/api/admin/rulesets", json={"files": {"team/routing.rules": text}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+def upload(api, text: str) -> None:
+    api.upload_rules({"team/routing.rules": text})
 
 
 def status(api, headers, value: str) -> None:
@@ -63,7 +62,7 @@ def sales_chat(api, clock, text="Hi"):
 
 def test_set_department_queues_and_an_agent_coming_online_takes_the_longest_waiting(api, client, runtime, clock):
     team = api.agents(("sam", {"departments": ["sales"], "status": "offline"}), "boss")
-    upload(client, api, RULES)
+    upload(api, RULES)
     chats = [sales_chat(api, clock) for _ in range(3)]
     assert [chat_fields(runtime, c) for c in chats] == [(None, "sales", "open")] * 3
 
@@ -80,9 +79,9 @@ def test_set_department_queues_and_an_agent_coming_online_takes_the_longest_wait
     assert chat_fields(runtime, chats[2])[0] == "sam"
 
 
-def test_a_transfer_frees_capacity_and_the_fair_limit_holds(api, client, runtime, clock):
+def test_a_transfer_frees_capacity_and_the_fair_limit_holds(api, runtime, clock):
     team = api.agents(("sam", {"departments": ["sales"]}), "boss")
-    upload(client, api, RULES)
+    upload(api, RULES)
     chats = [sales_chat(api, clock) for _ in range(3)]
     status(api, team["sam"], "away")
     status(api, team["sam"], "online")
@@ -96,9 +95,9 @@ def test_a_transfer_frees_capacity_and_the_fair_limit_holds(api, client, runtime
     assert chat_fields(runtime, chats[2])[0] == "sam"
 
 
-def test_chats_idle_beyond_the_limit_stay_waiting(api, client, runtime, clock):
+def test_chats_idle_beyond_the_limit_stay_waiting(api, runtime, clock):
     team = api.agents(("sam", {"departments": ["sales"], "status": "offline"}))
-    upload(client, api, RULES)
+    upload(api, RULES)
     old = sales_chat(api, clock)
     clock.advance(3600)
     new = sales_chat(api, clock)
@@ -106,9 +105,9 @@ def test_chats_idle_beyond_the_limit_stay_waiting(api, client, runtime, clock):
     assert (chat_fields(runtime, old)[0], chat_fields(runtime, new)[0]) == (None, "sam")
 
 
-def test_department_assignment_honours_channel_capacity_and_the_window(api, client, runtime, clock):
+def test_department_assignment_honours_channel_capacity_and_the_window(api, runtime, clock):
     team = api.agents(("pat", {"departments": ["support"]}))
-    upload(client, api, RULES)
+    upload(api, RULES)
     picked = []
     for _ in range(3):
         cid, _ = api.start_chat("Hi", page_url="https://shop.example/support")
@@ -118,9 +117,9 @@ def test_department_assignment_honours_channel_capacity_and_the_window(api, clie
         assert conn.execute(select(func.count()).select_from(S.routing_picks)).scalar() == 2
 
 
-def test_a_deadline_that_closes_chats_hands_out_the_next_ones(api, client, runtime, clock):
+def test_a_deadline_that_closes_chats_hands_out_the_next_ones(api, runtime, clock):
     team = api.agents(("sam", {"departments": ["sales"], "status": "offline"}))
-    upload(client, api, RULES + '''
+    upload(api, RULES + '''
 rule wrap_up "Assigned chats close after 15 minutes" {
   when chat.assigned for 15m
   then close
@@ -147,12 +146,12 @@ disable default.subscribe_operators
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # processes share a database on PostgreSQL
-def test_workers_picking_at_once_keep_the_fair_limit_together(api, client, runtime, app, clock):
+def test_workers_picking_at_once_keep_the_fair_limit_together(api, runtime, app, clock):
     """Four workers (each its own Runtime and connection pool, as `chatflow worker`
     processes are) run the rules of 40 new chats at once: the two agents get 3 each in
     the window, never more, however the picks interleave."""
     api.agents(("pat", {"departments": ["support"]}), ("sue", {"departments": ["support"]}))
-    upload(client, api, LIMITED)
+    upload(api, LIMITED)
     held = []
     runtime.dispatch = held.extend  # the web process only commits (scaled mode)
     for i in range(40):
@@ -193,7 +192,7 @@ def test_two_agents_online_at_once_share_the_backlog_without_a_chat_twice(api, c
     goes to one of them, within each one's capacity."""
     team = api.agents(("sam", {"departments": ["sales"], "status": "offline"}),
                       ("sia", {"departments": ["sales"], "status": "offline"}))
-    upload(client, api, RULES)
+    upload(api, RULES)
     chats = [sales_chat(api, clock) for _ in range(5)]
     from server.app import create_app
 
@@ -229,7 +228,7 @@ def test_an_agents_own_capacity_per_channel(api, client, runtime, clock):
     api.agents(("pat", {"departments": ["support"], "capacity": {"widget": 1}}))
     listed = client.get("/api/admin/agents", headers=api.admin).get_json()["agents"]
     assert [a["capacity"] for a in listed if a["id"] == "pat"] == [{"widget": 1}]
-    upload(client, api, RULES)
+    upload(api, RULES)
     picked = []
     for _ in range(2):
         cid, _ = api.start_chat("Hi", page_url="https://shop.example/support")
@@ -237,12 +236,12 @@ def test_an_agents_own_capacity_per_channel(api, client, runtime, clock):
     assert picked == ["pat", None]  # its own widget 1, not the rule set's 2
 
 
-def test_a_batch_hands_a_chat_it_holds_to_an_agent_it_frees(api, client, runtime, clock):
+def test_a_batch_hands_a_chat_it_holds_to_an_agent_it_frees(api, runtime, clock):
     """A worker's batch holds both a new chat (it joins the sales queue when its rules
     run) and the close of another: the closing agent takes the new chat, whichever of
     the two ids sorts first, as the simulator would (events run in commit order)."""
     team = api.agents(("sam", {"departments": ["sales"], "status": "offline"}))
-    upload(client, api, RULES)
+    upload(api, RULES)
     first = [sales_chat(api, clock) for _ in range(2)]
     status(api, team["sam"], "online")
     assert [chat_fields(runtime, c)[0] for c in first] == ["sam", "sam"]

@@ -15,19 +15,18 @@ rule route "New chats go to support" {
 '''
 
 
-def upload(client, api, text: str) -> None:
-    r = client.post("/api/admin/rulesets", json={"files": {"team/extra.rules": text}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+def upload(api, text: str) -> None:
+    api.upload_rules({"team/extra.rules": text})
 
 
 def assignee(api, cid, headers) -> str | None:
     return api.agent_chat(cid, headers)["assignee"]
 
 
-def test_the_round_robin_goes_on_from_one_command_to_the_next(api, client):
+def test_the_round_robin_goes_on_from_one_command_to_the_next(api):
     team = api.agents(("alice", {"departments": ["support"]}), ("bob", {"departments": ["support"]}),
                       ("carol", {"departments": ["support"]}))
-    upload(client, api, ROUTING)
+    upload(api, ROUTING)
     picked = [assignee(api, api.start_chat(f"Hi {i}")[0], team["alice"]) for i in range(4)]
     assert picked == ["alice", "bob", "carol", "alice"]
 
@@ -42,9 +41,9 @@ def second_process(app, api, tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # processes share a database on PostgreSQL
-def test_agents_changed_by_another_process_are_seen_by_the_next_command(api, client, second_process):
+def test_agents_changed_by_another_process_are_seen_by_the_next_command(api, second_process):
     team = api.agents(("alice", {"departments": ["support"]}))
-    upload(client, api, ROUTING)
+    upload(api, ROUTING)
     first, _ = api.start_chat("Hi")
     assert assignee(api, first, team["alice"]) == "alice"  # this process now holds the agents
 

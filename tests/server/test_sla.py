@@ -36,10 +36,9 @@ rule business_wait {
 
 
 @pytest.fixture
-def team(api, client):
+def team(api):
     agents = api.agents("alice", "bob")
-    r = client.post("/api/admin/rulesets", json={"files": {"sla.rules": RULES}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+    api.upload_rules({"sla.rules": RULES})
     return agents
 
 

@@ -322,9 +322,8 @@ rule transcript "Closing sends the transcript to the customer and the archive" {
 
 
 @pytest.fixture
-def email_rules(api, client):
-    r = client.post("/api/admin/rulesets", json={"files": {"email.rules": EMAIL_RULES}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+def email_rules(api):
+    api.upload_rules({"email.rules": EMAIL_RULES})
     return api.agents(("lead", {"email": "lead@example.com"}))["lead"]
 
 

@@ -34,10 +34,9 @@ rule customer_back {
 
 
 @pytest.fixture
-def team(api, client):
+def team(api):
     agents = api.agents("alice", "bob")
-    r = client.post("/api/admin/rulesets", json={"files": {"statuses.rules": RULES}}, headers=api.admin)
-    assert r.status_code == 201, r.get_json()
+    api.upload_rules({"statuses.rules": RULES})
     return agents
 
 
