@@ -1,9 +1,13 @@
 """`chatflow test --coverage/--threshold/--run` and dry-run's text timeline."""
 from __future__ import annotations
 
+import json
 import textwrap
+from pathlib import Path
 
 from chatflow.cli import main
+
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 RULES = textwrap.dedent("""\
     rule vip "VIP customers get priority" {
@@ -94,19 +98,19 @@ def test_an_unknown_key_in_a_test_is_an_error_not_a_test_that_checks_nothing(tmp
     assert "unknown test key `expects`" in out and "expect" in out
 
 
-def test_dry_run_shows_what_a_chat_updated_changed(capsys):
-    from pathlib import Path
-    import json
+def _dry_run(capsys, scenario, test, *options) -> str:
+    """What `chatflow dry-run tests/scenarios/SCENARIO --test TEST OPTIONS…` prints; it must pass."""
+    assert main(["dry-run", str(SCENARIOS / scenario), "--test", test, *options]) == 0
+    return capsys.readouterr().out
 
-    path = str(Path(__file__).resolve().parent / "scenarios" / "semantics_changes.yaml")
+
+def test_dry_run_shows_what_a_chat_updated_changed(capsys):
     name = "a priority set by a rule fires the rules on its change, once"
-    assert main(["dry-run", path, "--test", name]) == 0
-    out = capsys.readouterr().out
+    out = _dry_run(capsys, "semantics_changes.yaml", name)
     assert "+1m      event   chat.updated c1 actor=rule (rule urgent_words) changes: priority 0 → 4\n" in out
     assert "          ✓ fired     escalate_priority [event rule]\n" in out
     assert "                chat.priority changed to 4 = true\n                  changes = priority 0 → 4\n" in out
-    assert main(["dry-run", path, "--test", name, "--format", "json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
+    doc = json.loads(_dry_run(capsys, "semantics_changes.yaml", name, "--format", "json"))
     entries = doc["timeline"] if isinstance(doc, dict) and "timeline" in doc else doc
     updated = [e for e in _walk(entries) if e.get("kind") == "event" and e.get("event") == "chat.updated"]
     assert updated[0]["detail"]["changes"] == {"priority": [0, 4]}
@@ -124,25 +128,16 @@ def _walk(doc):
 
 
 def test_dry_run_shows_the_backlog_and_what_it_gave(capsys):
-    from pathlib import Path
-
-    path = str(Path(__file__).resolve().parent / "scenarios" / "semantics_routing.yaml")
-    name = "a chat that closes frees capacity and its assignee takes the next waiting chat"
-    assert main(["dry-run", path, "--test", name]) == 0
-    out = capsys.readouterr().out
+    out = _dry_run(capsys, "semantics_routing.yaml",
+                   "a chat that closes frees capacity and its assignee takes the next waiting chat")
     assert "+3m      backlog s1 may take waiting chats after agent.status_changed: c1, c2\n" in out
     assert "+20m     backlog s1 may take waiting chats after chat.updated: c3\n" in out
     assert "+20m     event   chat.updated c3 actor=system changes: assignee none → \"s1\"\n" in out
 
 
 def test_dry_run_shows_sla_clocks_and_business_time(capsys):
-    from pathlib import Path
-    import json
-
-    path = str(Path(__file__).resolve().parent / "scenarios" / "semantics_sla.yaml")
     name = "nobody answers; due soon at 10m, breached at exactly 15m"
-    assert main(["dry-run", path, "--test", name]) == 0
-    out = capsys.readouterr().out
+    out = _dry_run(capsys, "semantics_sla.yaml", name)
     assert ("                chat.sla_due_soon(\"first_response\") = false\n"
             "                  sla = policy standard: first_response running since +0s, due +15m (due soon from +10m)\n"
             ) in out
@@ -153,8 +148,7 @@ def test_dry_run_shows_sla_clocks_and_business_time(capsys):
             ) in out
     assert ("                chat.awaiting_agent for 2h within \"support_hours\" = false\n"
             "                  chat.awaiting_agent has held 900s of 2h within support_hours = true\n") in out
-    assert main(["dry-run", path, "--test", name, "--format", "json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
+    doc = json.loads(_dry_run(capsys, "semantics_sla.yaml", name, "--format", "json"))
     slas = [w for e in _walk(doc) if isinstance(e.get("why"), list) for w in e["why"]
             if isinstance(w, dict) and w.get("condition") == "sla"]
     breached = [w["value"] for w in slas if w["value"].get("state") == "breached"]
