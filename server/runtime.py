@@ -200,8 +200,8 @@ class Runtime:
 
     def _store_events(self, conn, evs) -> None:
         if evs:
-            conn.execute(S.events.insert(), [dict(id=e.id, chat_id=e.chat_id, type=e.type, payload=event_to_dict(e),
-                                                  at=e.at) for e in evs])
+            S.insert_rows(conn, S.events, [dict(id=e.id, chat_id=e.chat_id, type=e.type, payload=event_to_dict(e),
+                                                at=e.at) for e in evs])
 
     # ------------------------------------------------------------ commands
 
@@ -329,9 +329,9 @@ class Runtime:
             chat_rows = []
             for cid, world in changed.items():
                 values = self._chat_values(world, cid)
-                values["b_id"] = cid
+                values["id"] = cid
                 chat_rows.append(values)
-            conn.execute(update(S.chats).where(S.chats.c.id == bindparam("b_id")), chat_rows)
+            S.update_rows(conn, S.chats, chat_rows)
             self._store_events(conn, events)
             shared.rr_last.save()
         return outcomes
@@ -462,7 +462,7 @@ class Runtime:
             engine, cid = item.engine, item.chat_id
             state = engine.chat_state(cid)
             values = self._chat_values(item.world, cid, rule_state={"last": state["last"], "since": state["since"]})
-            values["b_id"] = cid
+            values["id"] = cid
             chat_rows.append(values)
             timer_rows += [dict(chat_id=cid, rule_id=rule, due=at) for rule, at in state["timers"].items()]
             for eff in engine.effects:
@@ -497,10 +497,9 @@ class Runtime:
         # the chats the backlog assigned: the batch shares them (World.chats of the
         # routing state), so any item's world holds each one as it stands now
         routed = self._store_routed(conn, _routing_world(items), list(deferred)) if deferred else []
-        conn.execute(update(S.chats).where(S.chats.c.id == bindparam("b_id")), chat_rows)
+        S.update_rows(conn, S.chats, chat_rows)
         conn.execute(S.timers.delete().where(S.timers.c.chat_id.in_(ids)))
-        if timer_rows:
-            conn.execute(S.timers.insert(), timer_rows)
+        S.insert_rows(conn, S.timers, timer_rows)
         _insert_missing(conn, S.notifications, note_rows)
         if _insert_missing(conn, S.emails, email_rows):
             self._emails_waiting = True
@@ -508,8 +507,7 @@ class Runtime:
             self._webhooks_waiting = True
         if _insert_missing(conn, S.agent_email_items, agent_mail_rows):
             self._agent_mail_next = 0.0
-        if trace_rows:
-            conn.execute(S.traces.insert(), trace_rows)
+        S.insert_rows(conn, S.traces, trace_rows)
         if rule_runs:
             _add_rule_runs(conn, rule_runs)
         # a redelivered notification was not stored again; its wake-up costs a stream one read
@@ -767,7 +765,7 @@ def _insert_missing(conn, table, rows) -> int:
     if not rows:
         return 0
     unique = list({r["key"]: r for r in rows}.values())
-    conn.execute(_dialect_insert(conn)(table).on_conflict_do_nothing(index_elements=["key"]), unique)
+    S.insert_rows(conn, table, unique, conflict_key=["key"])
     return len(unique)
 
 
