@@ -172,7 +172,7 @@ class Runtime:
         """The chats' rows, locked for this transaction, in id order (so two batches lock
         in the same order), each with the active rule set's version read in the same query."""
         ids = sorted(set(chat_ids))
-        where = S.chats.c.id == ids[0] if len(ids) == 1 else S.chats.c.id.in_(ids)
+        where = S.among(conn, S.chats.c.id, ids)
         q = (select(S.chats, _ACTIVE_VERSION.label("ruleset_version"), _AGENTS_REVISION.label("agents_revision"))
              .where(where).order_by(S.chats.c.id))
         if conn.dialect.name == "postgresql":
@@ -394,7 +394,7 @@ class Runtime:
             if not rows:
                 return 0, []
             ids = [r["id"] for r in rows]
-            where = S.events.c.chat_id.in_(ids) if len(ids) > 1 else S.events.c.chat_id == ids[0]
+            where = S.among(conn, S.events.c.chat_id, ids)
             pending: dict = {}
             for e in conn.execute(select(S.events.c.seq, S.events.c.chat_id, S.events.c.payload)
                                   .where(and_(S.events.c.processed_at.is_(None), where)).order_by(S.events.c.seq)):
@@ -416,7 +416,7 @@ class Runtime:
                 now = max(now, ev.at)
             signals += self._store(conn, items, now, deferred)
             self._count(("events",), len(seqs))
-            conn.execute(update(S.events).where(S.events.c.seq.in_(seqs)).values(processed_at=self.clock()))
+            conn.execute(update(S.events).where(S.among(conn, S.events.c.seq, seqs)).values(processed_at=self.clock()))
             return len(seqs), signals
 
     def _load(self, conn, rows) -> list:
@@ -424,7 +424,7 @@ class Runtime:
         ruleset = self._ruleset_at(conn, rows[0]["ruleset_version"])
         ids = [r["id"] for r in rows]
         due: dict = {}
-        where = S.timers.c.chat_id.in_(ids) if len(ids) > 1 else S.timers.c.chat_id == ids[0]
+        where = S.among(conn, S.timers.c.chat_id, ids)
         for t in conn.execute(select(S.timers.c.chat_id, S.timers.c.rule_id, S.timers.c.due).where(where)):
             due.setdefault(t.chat_id, {})[t.rule_id] = t.due
         agents = self._agents(conn, rows[0]["agents_revision"])
@@ -498,7 +498,7 @@ class Runtime:
         # routing state), so any item's world holds each one as it stands now
         routed = self._store_routed(conn, _routing_world(items), list(deferred)) if deferred else []
         S.update_rows(conn, S.chats, chat_rows)
-        conn.execute(S.timers.delete().where(S.timers.c.chat_id.in_(ids)))
+        conn.execute(S.timers.delete().where(S.among(conn, S.timers.c.chat_id, ids)))
         S.insert_rows(conn, S.timers, timer_rows)
         _insert_missing(conn, S.notifications, note_rows)
         if _insert_missing(conn, S.emails, email_rows):
@@ -795,16 +795,25 @@ class _LazyTable:
         return default if value is None else value
 
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
 def _trace_json(e) -> dict:
+    """A trace entry as stored (its detail shared, not copied: it is written at once)."""
     d = {"kind": e.kind, "at": e.at}
-    for k in ("rule", "event", "event_id", "fired"):
-        v = getattr(e, k)
-        if v is not None:
-            d[k] = v
-    detail = dict(e.detail)
-    if "why" in detail:
-        detail["why"] = [{"depth": dd, "condition": t, "value": v if isinstance(v, (bool, int, float, str, type(None))) else str(v)}
-                         for dd, t, v in detail["why"]]
+    if e.rule is not None:
+        d["rule"] = e.rule
+    if e.event is not None:
+        d["event"] = e.event
+    if e.event_id is not None:
+        d["event_id"] = e.event_id
+    if e.fired is not None:
+        d["fired"] = e.fired
+    detail = e.detail
     if detail:
+        why = detail.get("why")
+        if why:  # an explained rule: (depth, text, value) as named fields, values shown plainly
+            detail = {**detail, "why": [{"depth": dd, "condition": t, "value": v if isinstance(v, _PLAIN) else str(v)}
+                                        for dd, t, v in why]}
         d["detail"] = detail
     return d

@@ -354,6 +354,21 @@ def update_rows(conn, table, rows, key: str = "id") -> None:
                       f'WHERE t."{key}" = r."{key}"'), {"rows": _rows_param(rows)})
 
 
+def among(conn, column, values):
+    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``: one parameter however
+    many values, so the statement's text is the same for every batch (psycopg caches its
+    parse only for texts under 4 KiB; 100 expanded ids made a new, longer text each time)."""
+    values = list(values)
+    if len(values) == 1:
+        return column == values[0]
+    if conn.dialect.name != "postgresql":
+        return column.in_(values)
+    from sqlalchemy import any_, bindparam
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+
+
 def token_hash(token: str) -> str:
     """Tokens are stored as their SHA-256: a leaked table opens no chat."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
