@@ -8,6 +8,8 @@ nothing new), which is what makes redelivery after a killed worker safe.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import gc
 import json
 import logging
 import threading
@@ -49,16 +51,34 @@ def make_queue(settings: dict, connection=None):
 
 # ---------------------------------------------------------------- jobs (run by workers)
 
+@contextlib.contextmanager
+def _collector_paused():
+    """The cyclic garbage collector off for one job. A batch keeps its chats' worlds alive
+    until it ends (most of what it allocates), so a collection in the middle scans them and
+    keeps them: measured, a fifth of a worker's CPU per event. What the batch leaves behind
+    goes by reference counting at its end; the few cycles wait for the next collection,
+    which the allocations after the job set off as usual. A worker runs one job at a time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def process_chats(chat_ids: list) -> int:
     """Run the rules on the new events of these chats; returns how many events."""
-    total = _runtime.process_chats(chat_ids)
+    with _collector_paused():
+        total = _runtime.process_chats(chat_ids)
     _runtime.after_change()
     return total
 
 
 def run_due_chats(chat_ids: list, now: float) -> int:
     """Fire the deadlines due by ``now`` of these chats (claimed by the scheduler)."""
-    n = _runtime.run_due(now, chat_ids=chat_ids)
+    with _collector_paused():
+        n = _runtime.run_due(now, chat_ids=chat_ids)
     _runtime.after_change()
     return n
 
