@@ -4,6 +4,7 @@
     python bench/run.py --quick    # smaller sizes, for a smoke run
     python bench/run.py --only engine --only sim
     python bench/run.py --only service   # (D): gunicorn, workers, PostgreSQL, Redis (not in the default run)
+    python bench/run.py --only floor     # (D-floor): what a request and a round trip cost here (same needs)
     python bench/run.py --only analytics # (E): a month's report over 1,000,000 messages on PostgreSQL (not in the default run)
 
 (A) rule language (bench_rules.py), (B) engine against peer rule engines
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 BENCHES = ("rules", "engine", "sim")
-EXTRA = ("service", "analytics")  # run only when asked for with --only: they need PostgreSQL (and Redis, gunicorn)
+EXTRA = ("service", "floor", "analytics")  # run only when asked for with --only: they need PostgreSQL (and Redis, gunicorn)
 
 
 def main(argv=None) -> int:
@@ -69,6 +70,11 @@ def main(argv=None) -> int:
 
         res = bench_service.run(quick=a.quick, log=log)
         out.append(bench_service.render(res))
+    if "floor" in todo:
+        import bench_floor
+
+        res = bench_floor.run(quick=a.quick, log=log)
+        out.append(bench_floor.render(res))
     if "analytics" in todo:
         import bench_analytics
 
