@@ -308,6 +308,7 @@ def insert_rows(conn, table, rows, conflict_key: list | None = None) -> None:
     stored already are left out (``ON CONFLICT (key) DO NOTHING``)."""
     if not rows:
         return
+    names = _columns(rows)
     if conn.dialect.name != "postgresql":
         from sqlalchemy.dialects.sqlite import insert
 
@@ -318,14 +319,15 @@ def insert_rows(conn, table, rows, conflict_key: list | None = None) -> None:
         return
     from sqlalchemy import text
 
-    names = _columns(rows)
     defaults = _defaults(table, names)
     if defaults:  # what SQLAlchemy's INSERT would have added (server defaults apply by themselves)
         rows = [{**r, **{n: d() for n, d in defaults.items()}} for r in rows]
         names += list(defaults)
     cols = ", ".join(f'"{n}"' for n in names)
+    # in the list's order (a serial key, e.g. events.seq, numbers them in that order)
     sql = (f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} '
-           f'FROM json_populate_recordset(NULL::"{table.name}", CAST(:rows AS json))')
+           f'FROM json_populate_recordset(NULL::"{table.name}", CAST(:rows AS json)) WITH ORDINALITY AS r '
+           f'ORDER BY r.ordinality')
     if conflict_key:
         sql += " ON CONFLICT ({}) DO NOTHING".format(", ".join(f'"{k}"' for k in conflict_key))
     conn.execute(text(sql), {"rows": _rows_param(rows)})
