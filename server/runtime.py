@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from typing import NamedTuple
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 
 from dsl.loader import load_rule_set
 from engine.core import Engine
