@@ -40,6 +40,7 @@ def forget(db) -> None:
     from server import store as S
 
     with db.begin() as conn:
+        conn.execute(S.analytics_day_chats.delete())
         conn.execute(S.analytics_day_figures.delete())
         conn.execute(S.analytics_days.delete())
 

@@ -210,7 +210,8 @@ COLUMNS = {
 class Scratch:
     """A scratch database beside CHATFLOW_BENCH_PG, migrated; dropped by ``close``."""
 
-    def __init__(self):
+    def __init__(self, name: str | None = None):
+        """A new scratch database; or ``name``, one made earlier (kept, see ``keep``)."""
         import psycopg
 
         self.admin, err = None, None
@@ -222,8 +223,10 @@ class Scratch:
                 err = e
         if self.admin is None:
             raise SystemExit(f"bench_analytics: PostgreSQL is not reachable at {PG_ADMIN}: {err}")
-        self.name = f"chatflow_bench_analytics_{os.getpid()}_{secrets.token_hex(3)}"
-        self.admin.execute(f'CREATE DATABASE "{self.name}"')
+        self.keep = name is not None
+        self.name = name or f"chatflow_bench_analytics_{os.getpid()}_{secrets.token_hex(3)}"
+        if name is None:
+            self.admin.execute(f'CREATE DATABASE "{self.name}"')
         self.url = url.rsplit("/", 1)[0] + "/" + self.name
         from server import store as S
 
@@ -255,6 +258,9 @@ class Scratch:
 
     def close(self):
         self.db.dispose()
+        if self.keep:  # asked to be kept (or given): the caller drops it
+            self.admin.close()
+            return
         self.admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         self.admin.close()
 
@@ -336,6 +342,7 @@ def _forget_kept_days(db) -> None:
     from server import store as S
 
     with db.begin() as conn:
+        conn.execute(S.analytics_day_chats.delete())
         conn.execute(S.analytics_day_figures.delete())
         conn.execute(S.analytics_days.delete())
 

@@ -16,11 +16,11 @@ README ("Analytics"). In short, over a chat's event stream in order:
 The event stream of the chats active in a period is read once and walked with window
 functions (SQLite ≥ 3.25 and PostgreSQL both have them): :func:`_samples` fetches each
 figure's samples, and medians and 90th percentiles are interpolated in Python
-(:func:`percentile`, as ``percentile_cont``). A report without chat filters walks only
-the parts of its period that are not whole past days; the samples of those are kept
-per day (``server.analytics_days``, forgotten when the day's events change). A report
-with filters walks its whole period; on PostgreSQL it is aggregated there
-(:func:`_aggregated`).
+(:func:`percentile`, as ``percentile_cont``). A report walks only the parts of its
+period that are not whole past days; the samples of those are kept per day, over
+everyone and per chat (``server.analytics_days``: kept in the background soon after
+midnight, forgotten when the day's events change), and a report with chat filters
+reads the kept samples of the chats its filters keep.
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ chats = Table(
 
 STREAM_TYPES = ("chat.created", "message.created", "chat.closed", "chat.reopened", "chat.joined")
 ESCALATION_TEMPLATE = "unread_messages"  # SPEC §2.6: the notification of default.escalate_unread
+DEFAULT_WAIT_MINUTES = 10.0  # the wait threshold of the API, the command line and the page; kept in the background
 ALL = ""  # the agent key of the figures counted over everyone (no agent has an empty id)
 
 
@@ -75,7 +76,7 @@ class Query:
     channel: str | None = None
     department: str | None = None
     agent: str | None = None
-    wait_minutes: float = 10.0
+    wait_minutes: float = DEFAULT_WAIT_MINUTES
 
     @property
     def filtered(self) -> bool:
@@ -239,43 +240,49 @@ def _figures(s, q: Query) -> list[_Figure]:
 
 def _summaries(conn, q: Query) -> dict:
     """{(metric, agent): {"count", "chats", "median", "p90"}} of every figure (agent ALL
-    for the figures over everyone). Without chat filters, from the kept samples of the
-    closed days and a walk of the rest (server.analytics_days); with filters, from one
-    walk of the period: PostgreSQL aggregates it in two scans (the figures over everyone,
-    then per agent), SQLite has no percentile aggregate and returns the samples."""
-    if not q.filtered:
-        return _summarized(analytics_days.samples(conn, q, live=_samples, begin=_tune))
-    if conn.dialect.name == "postgresql":
-        s = _stream(q, postgres=True)
-        out = _aggregated(conn, s, _figures(s, q))
-        out[("escalated", ALL)] = {"count": None, "chats": _escalated(conn, q), "median": None, "p90": None}
-        return out
-    return _summarized(_samples(conn, q))
+    for the figures over everyone): from the kept samples of the closed days and a walk
+    of the rest (server.analytics_days). With chat filters the kept days give the
+    samples of the chats the filters keep now, and the rest is walked for those chats."""
+    return _summarized(analytics_days.samples(conn, q, live=_samples, begin=_tune, chats=_chat_filter(q)))
 
 
-def _samples(conn, q: Query) -> dict:
+def _samples(conn, q: Query, by_chat: dict | None = None) -> dict:
     """{(metric, agent): Samples} of every figure over the period of ``q``: one walk of
-    the stream, each sample row fetched (chat ids only for the figures counted in chats);
-    and the chats escalated (``("escalated", ALL)``, from the notifications)."""
+    the stream, each sample row fetched (chat ids only for the figures counted in chats,
+    unless ``by_chat`` is given); and the chats escalated (``("escalated", ALL)``, from
+    the notifications). ``by_chat`` ({}), if given, gets each chat's own samples:
+    {chat_id: {(metric, agent): [count, [values]]}}."""
     s = _stream(q, conn.dialect.name == "postgresql")
     figures = _figures(s, q)
     none = null()
+    per_chat = by_chat is not None
     parts = [select(literal(i).label("figure"), (s.c.agent_id if fig.per_agent else literal(ALL)).label("agent"),
-                    (s.c.chat_id if fig.distinct_chats else none).label("chat_id"),
+                    (s.c.chat_id if fig.distinct_chats or per_chat else none).label("chat_id"),
                     (fig.value if fig.value is not None else none).label("value")).where(fig.where)
              for i, fig in enumerate(figures)]
     out: dict = {}
     for i, agent, chat_id, value in conn.execute(union_all(*parts)):
         fig = figures[i]
-        g = out.get((fig.metric, agent))
+        key = (fig.metric, agent)
+        g = out.get(key)
         if g is None:
-            g = out[(fig.metric, agent)] = Samples(0, set() if fig.distinct_chats else None)
+            g = out[key] = Samples(0, set() if fig.distinct_chats else None)
         g.count += 1
-        if chat_id is not None:
+        if fig.distinct_chats:
             g.chats.add(chat_id)
         if value is not None:
             g.values.append(value)
-    out[("escalated", ALL)] = _escalated_chats(conn, q)
+        if per_chat:
+            mine = by_chat.get(chat_id)
+            if mine is None:
+                mine = by_chat[chat_id] = {}
+            e = mine.get(key)
+            if e is None:
+                e = mine[key] = [0, []]
+            e[0] += 1
+            if value is not None:
+                e[1].append(value)
+    out[("escalated", ALL)] = _escalated_chats(conn, q, by_chat)
     return out
 
 
@@ -285,38 +292,6 @@ def _summarized(samples: dict) -> dict:
         v = sorted(s.values)  # once for both: the kept days' values are sorted runs, which sort fast
         out[key] = {"count": s.count, "chats": None if s.chats is None else len(s.chats),
                     "median": _ranked(v, 0.5), "p90": _ranked(v, 0.9)}
-    return out
-
-
-def _aggregated(conn, s, figures) -> dict:
-    """PostgreSQL: each figure's count, distinct chats, median and p90 as aggregates with
-    FILTER, over everyone in one row and per agent in one row per agent."""
-    none = null()
-    columns = {False: [], True: []}
-    for fig in figures:
-        cols = columns[fig.per_agent]
-        cols.append(func.count().filter(fig.where))
-        cols.append(func.count(s.c.chat_id.distinct()).filter(fig.where) if fig.distinct_chats else none)
-        for p in (0.5, 0.9):
-            cols.append(func.percentile_cont(p).within_group(fig.value).filter(fig.where)
-                        if fig.value is not None else none)
-    width = len(columns[False]) + len(columns[True])
-    overall = select(literal(ALL).label("agent"), *columns[False], *[none] * len(columns[True]))
-    agent = s.c.agent_id.collate("C")
-    per_agent = select(agent.label("agent"), *[none] * len(columns[False]), *columns[True]) \
-        .where(or_(*(fig.where for fig in figures if fig.per_agent))).group_by(agent)
-    out = {}
-    for row in conn.execute(union_all(overall, per_agent)):
-        agent_id, values = row[0], row[1:]
-        assert len(values) == width
-        i = 0 if agent_id == ALL else len(columns[False])
-        for fig in figures:
-            if fig.per_agent != (agent_id != ALL):
-                continue
-            n, chats_, p50, p90 = values[i:i + 4]
-            i += 4
-            if n:
-                out[(fig.metric, agent_id)] = {"count": n, "chats": chats_, "median": p50, "p90": p90}
     return out
 
 
@@ -333,19 +308,16 @@ def _escalations(q: Query):
     return where if keep is None else and_(where, n.c.chat_id.in_(keep))
 
 
-def _escalated(conn, q: Query) -> int:
-    """How many chats were escalated in the period (counted in the database)."""
-    n = S.notifications
-    return conn.execute(select(func.count(n.c.chat_id.distinct())).where(_escalations(q))).scalar() or 0
-
-
-def _escalated_chats(conn, q: Query) -> Samples:
-    """The escalations of the period as samples: their number and their chats."""
+def _escalated_chats(conn, q: Query, by_chat: dict | None = None) -> Samples:
+    """The escalations of the period as samples: their number and their chats (and
+    each chat's number in ``by_chat``, as :func:`_samples`)."""
     n = S.notifications
     found = Samples(0, set())
     for chat_id, times in conn.execute(select(n.c.chat_id, func.count()).where(_escalations(q)).group_by(n.c.chat_id)):
         found.count += times
         found.chats.add(chat_id)
+        if by_chat is not None:
+            by_chat.setdefault(chat_id, {})[("escalated", ALL)] = [times, []]
     return found
 
 

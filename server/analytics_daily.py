@@ -6,10 +6,9 @@ rows and the same definitions (:func:`server.analytics._figures`), so a day's nu
 cannot drift from the report's. They sum to the period's figures, except ``closed``: a
 chat closed on two days counts on each day, and once in the period.
 
-Kept apart from ``server.analytics`` because only the page asks for it: without chat
-filters it reads the kept days (server.analytics_days) and walks the rest; with filters
-it is one more walk of the stream, which ``/report`` and ``chatflow report`` need not
-pay for.
+Kept apart from ``server.analytics`` because only the page asks for it: it reads the
+kept days (server.analytics_days; with chat filters, the kept samples of the chats they
+keep) and walks the rest, a walk ``/report`` and ``chatflow report`` need not pay for.
 """
 from __future__ import annotations
 
@@ -45,8 +44,9 @@ def days(q: A.Query) -> list[date]:
 def daily(db, q: A.Query) -> list[dict] | None:
     """``[{"day": "2026-11-01", "started": n, "answered": n, "closed": n}, …]`` for every
     UTC day of ``q``'s period (zeros included), with ``q``'s chat filters; None when the
-    period is longer than MAX_DAYS. Without filters the whole past days come from the
-    kept days (server.analytics_days) and only the rest is walked."""
+    period is longer than MAX_DAYS. The whole past days come from the kept days
+    (server.analytics_days; with filters, the kept samples of the chats they keep) and
+    only the rest is walked."""
     every = days(q)
     if len(every) > MAX_DAYS:
         return None
@@ -54,14 +54,12 @@ def daily(db, q: A.Query) -> list[dict] | None:
     epoch = date(1970, 1, 1)
     with db.connect() as conn:
         A._tune(conn)
-        pieces = [(q.start, q.end)]
-        if not q.filtered:
-            found, pieces = analytics_days.by_day(conn, q, live=A._samples, begin=A._tune)
-            for number, samples in found.items():
-                for metric, (name, counted) in SERIES.items():
-                    s = samples.get((metric, A.ALL))
-                    if s is not None:
-                        out[epoch + timedelta(days=number)][name] = s.count if counted == "count" else len(s.chats)
+        found, pieces = analytics_days.by_day(conn, q, live=A._samples, begin=A._tune, chats=A._chat_filter(q))
+        for number, samples in found.items():
+            for metric, (name, counted) in SERIES.items():
+                s = samples.get((metric, A.ALL))
+                if s is not None:
+                    out[epoch + timedelta(days=number)][name] = s.count if counted == "count" else len(s.chats)
         for start, end in pieces:
             for number, counts in _walked(conn, dataclasses.replace(q, start=start, end=end)).items():
                 for name, n in counts.items():

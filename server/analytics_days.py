@@ -7,12 +7,14 @@ samples are depends only on the events up to that day's end. So once a day is ov
 samples stay as they are — unless an event of that day, or an earlier one, is written or
 changed later (a commit straddling midnight, an import, a virtual clock). Hence:
 
-- ``samples(conn, q, live)`` answers a period from the whole days that are over (by
-  ``q.now``), read from ``analytics_day_figures``, plus the rest of the period (its
-  partial first and last days, today) walked by ``live`` as before. A day not kept yet
-  is computed by ``live`` for that day alone and kept (per ``wait_minutes``, which the
-  ``waited`` figure depends on). Only reports without chat filters use it: the filters
-  are read from the chats as they are now.
+- ``samples(conn, q, live, chats=…)`` answers a period from the whole days that are
+  over (by ``q.now``), read from ``analytics_day_figures`` (or, for a report with chat
+  filters, from ``analytics_day_chats``: each chat's own samples, joined to the chats
+  the filters keep as they are now), plus the rest of the period (its partial first and
+  last days, today) walked by ``live`` as before. A day not kept yet is computed by
+  ``live`` for that day alone and kept (per ``wait_minutes``, which the ``waited``
+  figure depends on). ``server.analytics_keeper`` keeps each day in the background soon
+  after it is over, so reports seldom do.
 - Triggers on ``events`` and ``notifications`` (migration 0010) delete the kept days
   from the day of any stream event or escalation written, deleted or changed before
   ``analytics_state.until``, in the writer's transaction; so a report after that write
@@ -27,16 +29,21 @@ period); medians and p90s are taken over all the values, which are kept sorted.
 Races, and why none leaves a stale day kept. A fill widens ``until`` first (committed),
 then on PostgreSQL waits for the write transactions in flight at that moment (they may
 have read the old ``until`` and written into the new days without the trigger's
-attention). Each day is then computed in a transaction that first locks the
-``analytics_state`` row; the trigger updates that row before deleting, so a late write
-either committed before the fill's walk (which then sees it) or waits for the fill to
-commit and deletes what it kept. On SQLite the lock is the database's one writer.
+attention). Each day is then marked with the fill's token (``analytics_days.filling``,
+committed holding the ``analytics_state`` row lock, which the trigger takes before
+deleting: a write into the day that fired its trigger earlier has committed by then),
+walked with no lock held, and kept only if the mark is still there, checked and written
+under the lock again. A late write either committed before the mark (the walk sees it),
+or deleted the mark (the fill keeps nothing of that day), or waits for the keeping
+commit and deletes what was kept. On SQLite the lock is the database's one writer, held
+only to mark and to keep, so the deadline thread and writers never wait for a walk.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import secrets
 import sys
 import time
 from array import array
@@ -47,6 +54,8 @@ from sqlalchemy import and_, insert, select, text, update
 from . import store as S
 
 DAY = 86400
+# the figures counted in distinct chats (server.analytics._figures and escalations)
+COUNTED_IN_CHATS = frozenset(("closed", "waited", "reply", "escalated"))
 WAIT_FOR_WRITERS = 10.0  # seconds a fill waits for the writes in flight; then it walks those days live
 
 
@@ -92,11 +101,12 @@ def split(q, first_event: float | None) -> tuple[list[int], list[tuple[float, fl
     return list(range(first, last)), pieces
 
 
-def samples(conn, q, live, begin=lambda conn: None) -> dict:
-    """{(metric, agent): Samples} of the period of ``q`` (a query without chat filters):
-    the kept days (filled first where missing) and ``live(conn, q)`` of the rest.
-    ``begin(conn)`` is called at the start of each transaction the fill leaves open."""
-    found, pieces = by_day(conn, q, live, begin)
+def samples(conn, q, live, begin=lambda conn: None, chats=None) -> dict:
+    """{(metric, agent): Samples} of the period of ``q``: the kept days (filled first
+    where missing; with ``chats``, a SELECT of the chat ids the filters keep, only those
+    chats' samples) and ``live(conn, q)`` of the rest. ``begin(conn)`` is called at the
+    start of each transaction the fill leaves open."""
+    found, pieces = by_day(conn, q, live, begin, chats)
     out: dict = {}
     for day in sorted(found):
         merge(out, found[day])
@@ -105,18 +115,24 @@ def samples(conn, q, live, begin=lambda conn: None) -> dict:
     return out
 
 
-def by_day(conn, q, live, begin=lambda conn: None) -> tuple[dict, list[tuple[float, float]]]:
+def by_day(conn, q, live, begin=lambda conn: None, chats=None) -> tuple[dict, list[tuple[float, float]]]:
     """({day: {(metric, agent): Samples}}, pieces): the samples of each whole day of
     ``q``'s period that is over, kept (filled first where missing), and the ``[start,
-    end)`` pieces of the period left to walk."""
+    end)`` pieces of the period left to walk. With ``chats`` (a SELECT of the chat ids
+    the report's filters keep, as they are now), only those chats' samples."""
     first_event = conn.execute(select(S.events.c.at).order_by(S.events.c.at).limit(1)).scalar()
     days, pieces = split(q, first_event)
     if not days:
         return {}, pieces
-    found = read(conn, days, q.wait_minutes)
+    found = read(conn, days, q.wait_minutes, chats)
     missing = [d for d in days if d not in found]
     if missing:
-        found.update(fill(conn, missing, q, live, begin))
+        # a day is walked and kept for every chat, whatever the filters
+        everyone = dataclasses.replace(q, channel=None, department=None, agent=None)
+        filled = fill(conn, missing, everyone, live, begin)
+        if chats is not None and filled:
+            filled = read(conn, sorted(filled), q.wait_minutes, chats)  # (a day forgotten meanwhile is walked)
+        found.update(filled)
         pieces = pieces + [(d * DAY, (d + 1) * DAY) for d in missing if d not in found]
     return found, pieces
 
@@ -141,63 +157,146 @@ def _unpack(blob) -> array:
     return a
 
 
-def read(conn, days: list[int], wait_minutes: float) -> dict:
+def read(conn, days: list[int], wait_minutes: float, chats=None) -> dict:
     """{day: {(metric, agent): Samples}} of the ``days`` kept for ``wait_minutes`` (a kept
-    day without samples maps to {}). One statement: a day and its figures are deleted
-    together, so it never sees a day without its figures."""
-    d, f = S.analytics_days, S.analytics_day_figures
+    day without samples maps to {}); with ``chats`` (a SELECT of chat ids), the samples
+    of those chats only, from the per-chat rows. One statement: a day and its samples
+    are deleted (or replaced) together, so it never sees a day without them."""
+    d = S.analytics_days
+    kept = and_(d.c.wait_minutes == wait_minutes, d.c.day >= days[0], d.c.day <= days[-1], d.c.filling.is_(None))
+    if chats is not None:
+        return _read_chats(conn, days, kept, chats)
+    f = S.analytics_day_figures
     stmt = (select(d.c.day, f.c.metric, f.c.agent, f.c.count, f.c.chats, f.c.samples)
             .select_from(d.outerjoin(f, and_(f.c.day == d.c.day, f.c.wait_minutes == d.c.wait_minutes)))
-            .where(and_(d.c.wait_minutes == wait_minutes, d.c.day >= days[0], d.c.day <= days[-1])))
+            .where(kept))
     wanted = set(days)
     out: dict = {}
-    for day, metric, agent, count, chats, blob in conn.execute(stmt):
+    for day, metric, agent, count, chats_, blob in conn.execute(stmt):
         if day not in wanted:
             continue
         figures = out.setdefault(day, {})
         if metric is not None:
-            figures[(metric, agent)] = Samples(count, None if chats is None else set(json.loads(chats)),
+            figures[(metric, agent)] = Samples(count, None if chats_ is None else set(json.loads(chats_)),
                                                _unpack(blob))
     return out
 
 
+def _read_chats(conn, days: list[int], kept, chats) -> dict:
+    d, c = S.analytics_days, S.analytics_day_chats
+    on = and_(c.c.wait_minutes == d.c.wait_minutes, c.c.day == d.c.day, c.c.chat_id.in_(chats))
+    stmt = select(d.c.day, c.c.chat_id, c.c.samples).select_from(d.outerjoin(c, on)).where(kept)
+    wanted = set(days)
+    out: dict = {}
+    loads = json.loads
+    for day, chat_id, blob in conn.execute(stmt):
+        if day not in wanted:
+            continue
+        figures = out.setdefault(day, {})
+        if blob is None:
+            continue
+        for metric, agent, count, values in loads(blob):
+            s = figures.get((metric, agent))
+            if s is None:
+                s = figures[(metric, agent)] = Samples(0, set() if metric in COUNTED_IN_CHATS else None)
+            s.count += count
+            if s.chats is not None:
+                s.chats.add(chat_id)
+            if values:
+                s.values.extend(values)
+    return out
+
+
 def fill(conn, days: list[int], q, live, begin=lambda conn: None) -> dict:
-    """Walks each of ``days`` (whole days over by ``q.now``) with ``live`` and keeps its
-    samples; returns {day: samples} of the days kept. Commits the connection's
-    transaction first. Days whose writes in flight did not end within
-    WAIT_FOR_WRITERS are left out (the caller walks them live)."""
+    """Walks each of ``days`` (whole days over by ``q.now``) with ``live(conn, q,
+    by_chat)`` over every chat and keeps its samples, also per chat; returns {day:
+    samples} of the days kept. Commits the connection's transaction first.
+
+    Left out (the caller walks them live): the days another fill is walking, those a
+    late write changed during the walk, and all of them if the writes in flight did not
+    end within WAIT_FOR_WRITERS. No lock is held during a walk: the day is marked with a
+    token first, and what the walk found is kept only if the mark is still there (a late
+    write into the day deletes it, as it deletes a kept day)."""
     conn.commit()
     if not _widen(conn, (days[-1] + 1) * DAY):
         begin(conn)
         return {}
-    state, kept = S.analytics_state, S.analytics_days
     out = {}
     for day in days:
-        # the lock: a late write to this day or an earlier one waits for this commit, or
-        # this waits for it (the trigger updates the same row)
-        conn.execute(update(state).where(state.c.id == 1).values(changes=state.c.changes))
-        begin(conn)
-        done = conn.execute(select(kept.c.day).where(and_(kept.c.day == day, kept.c.wait_minutes == q.wait_minutes)))
-        if done.first() is not None:  # another report kept it meanwhile
-            conn.commit()
+        token = secrets.token_hex(8)
+        mark = _mark(conn, day, q.wait_minutes, token, q.now)
+        if mark == "kept":  # another fill kept it meanwhile
             out.update(read(conn, [day], q.wait_minutes))
+            conn.commit()
             continue
-        found = live(conn, dataclasses.replace(q, start=day * DAY, end=(day + 1) * DAY, now=(day + 1) * DAY))
-        _keep(conn, day, q.wait_minutes, found, computed_at=q.now)
+        if mark == "busy":
+            continue
+        begin(conn)
+        by_chat: dict = {}
+        found = live(conn, dataclasses.replace(q, start=day * DAY, end=(day + 1) * DAY, now=(day + 1) * DAY), by_chat)
         conn.commit()
-        out[day] = found
-    conn.commit()
+        if _keep(conn, day, q.wait_minutes, token, found, by_chat, computed_at=q.now):
+            out[day] = found
     begin(conn)
     return out
 
 
-def _keep(conn, day: int, wait_minutes: float, found: dict, computed_at: float) -> None:
-    conn.execute(insert(S.analytics_days).values(day=day, wait_minutes=wait_minutes, computed_at=computed_at))
+STALE_MARK = 600.0  # seconds after which a fill's mark is taken over (the fill died)
+
+
+def _lock(conn) -> None:
+    """The ``analytics_state`` row lock, which the triggers take before forgetting days:
+    a late write waits for this transaction's commit, or this waits for the write's."""
+    state = S.analytics_state
+    conn.execute(update(state).where(state.c.id == 1).values(changes=state.c.changes))
+
+
+def _mark(conn, day: int, wait_minutes: float, token: str, now: float) -> str:
+    """Marks ``day`` as being walked by ``token`` (committed): "marked"; or "kept" (it
+    is kept already) or "busy" (another fill marked it less than STALE_MARK ago)."""
+    d = S.analytics_days
+    where = and_(d.c.day == day, d.c.wait_minutes == wait_minutes)
+    _lock(conn)
+    row = conn.execute(select(d.c.filling, d.c.computed_at).where(where)).first()
+    if row is None:
+        conn.execute(insert(d).values(day=day, wait_minutes=wait_minutes, computed_at=now, filling=token))
+        answer = "marked"
+    elif row.filling is None:
+        answer = "kept"
+    elif now - row.computed_at < STALE_MARK:
+        answer = "busy"
+    else:
+        conn.execute(update(d).where(where).values(filling=token, computed_at=now))
+        answer = "marked"
+    conn.commit()
+    return answer
+
+
+def _keep(conn, day: int, wait_minutes: float, token: str, found: dict, by_chat: dict, computed_at: float) -> bool:
+    """Keeps the samples of ``day`` walked under ``token``'s mark, if the mark is still
+    there (committed); False if a late write deleted it (or another fill took it over)."""
+    d, f, c = S.analytics_days, S.analytics_day_figures, S.analytics_day_chats
+    where = and_(d.c.day == day, d.c.wait_minutes == wait_minutes)
+    _lock(conn)
+    if conn.execute(select(d.c.day).where(and_(where, d.c.filling == token))).first() is None:
+        conn.commit()
+        return False
+    conn.execute(f.delete().where(and_(f.c.day == day, f.c.wait_minutes == wait_minutes)))
+    conn.execute(c.delete().where(and_(c.c.day == day, c.c.wait_minutes == wait_minutes)))
     rows = [{"day": day, "wait_minutes": wait_minutes, "metric": metric, "agent": agent, "count": s.count,
              "chats": None if s.chats is None else json.dumps(sorted(s.chats)), "samples": _pack(s.values)}
             for (metric, agent), s in found.items() if agent is not None]
     if rows:
-        conn.execute(insert(S.analytics_day_figures), rows)
+        conn.execute(insert(f), rows)
+    dumps = json.dumps
+    rows = [{"wait_minutes": wait_minutes, "day": day, "chat_id": chat_id,
+             "samples": dumps([[metric, agent, n, values] for (metric, agent), (n, values) in samples.items()])}
+            for chat_id, samples in by_chat.items()]
+    if rows:
+        conn.execute(insert(c), rows)
+    conn.execute(update(d).where(where).values(filling=None, computed_at=computed_at))
+    conn.commit()
+    return True
 
 
 def _widen(conn, until: float) -> bool:

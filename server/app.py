@@ -56,6 +56,8 @@ DEFAULTS = {
     "WEBHOOK_BACKOFF_MAX": 3600.0,
     # agents' notifications by email: at most one email per agent and chat in this many seconds
     "AGENT_EMAIL_WINDOW": 300.0,
+    # the analytics' days kept in the background (server.analytics_keeper): how many days back; 0: none
+    "ANALYTICS_KEEP_DAYS": 31,
 }
 
 
@@ -84,6 +86,8 @@ def settings_from_env(environ=os.environ) -> dict:
         out["GROUP_COMMIT"] = environ["CHATFLOW_GROUP_COMMIT"].strip().lower() not in ("0", "off", "false", "no")
     if environ.get("CHATFLOW_DISPATCH_LINGER"):
         out["DISPATCH_LINGER"] = float(environ["CHATFLOW_DISPATCH_LINGER"])
+    if environ.get("CHATFLOW_ANALYTICS_KEEP_DAYS"):
+        out["ANALYTICS_KEEP_DAYS"] = int(environ["CHATFLOW_ANALYTICS_KEEP_DAYS"])
     return out
 
 
@@ -185,6 +189,9 @@ def create_app(config: dict | None = None) -> Flask:
     else:
         if settings["TIMERS"]:
             _start_timer_thread(app, runtime)
+            from .analytics_keeper import start_keeper
+
+            start_keeper(db, settings, runtime.clock, app.extensions["chatflow_stop"])
         if settings["WEBHOOKS"]:  # none declared: no rule set naming one can be activated
             from .webhooks import Sender
 

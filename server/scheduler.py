@@ -5,11 +5,13 @@ Deadlines are claimed with a lease (``lease_until``): a claimed chat goes to a w
 the worker dies before storing the chat, the lease runs out and the deadline is claimed
 again, so none is lost, and the engine's episode memory keeps it from firing twice.
 Events a web process could not enqueue (Redis down) are relayed from the outbox, and
-webhook deliveries whose retry came due are handed to a delivery job.
+webhook deliveries whose retry came due are handed to a delivery job. The analytics'
+days that are over are kept on a thread beside the ticks (server.analytics_keeper).
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from sqlalchemy import and_, func, or_, select, update
@@ -106,7 +108,14 @@ class Scheduler:
         return True
 
     def run(self, interval: float = 0.25, stop=None) -> None:
-        while stop is None or not stop.is_set():
+        """Ticks every ``interval`` seconds until ``stop`` is set; the analytics' past days
+        are kept meanwhile on a thread of their own (server.analytics_keeper), so a day's
+        walk never holds up a tick."""
+        from .analytics_keeper import start_keeper
+
+        stop = stop if stop is not None else threading.Event()
+        start_keeper(self.runtime.db, self.runtime.settings, self.clock, stop)
+        while not stop.is_set():
             try:
                 self.tick()
             except Exception as e:  # Redis or the database away: try again next round
