@@ -261,7 +261,7 @@ def _samples(conn, q: Query, by_chat: dict | None = None) -> dict:
                     (fig.value if fig.value is not None else none).label("value")).where(fig.where)
              for i, fig in enumerate(figures)]
     out: dict = {}
-    for i, agent, chat_id, value in conn.execute(union_all(*parts)):
+    for i, agent, chat_id, value in conn.execute(union_all(*parts)).all():  # (all at once: cheaper per row)
         fig = figures[i]
         key = (fig.metric, agent)
         g = out.get(key)

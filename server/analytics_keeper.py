@@ -79,6 +79,11 @@ class DayKeeper:
                 A._tune(conn)
                 kept = day in analytics_days.fill(conn, [day], q, live=A._samples, begin=A._tune)
                 conn.commit()
+                if kept and conn.dialect.name == "postgresql":
+                    # the filtered reports' join is planned from these statistics: without
+                    # them (a new table) PostgreSQL looked up each kept row's chat one by one
+                    conn.exec_driver_sql("ANALYZE analytics_days, analytics_day_chats")
+                    conn.commit()
             if not kept:
                 self._tried[(day, w)] = now
             return day, kept

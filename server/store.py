@@ -212,12 +212,15 @@ analytics_days = Table(  # the days kept, per wait threshold
     Column("filling", String(32)),  # migration 0011: a fill's token while it walks the day; NULL once kept
 )
 
-analytics_day_chats = Table(  # migration 0011: per day kept, each chat's samples (for the chat filters)
+analytics_day_chats = Table(  # migration 0011: per day kept, each chat's samples of each figure (for chat filters)
     "analytics_day_chats", metadata,
     Column("wait_minutes", Float, primary_key=True),
     Column("day", Integer, primary_key=True, autoincrement=False),
     Column("chat_id", String(100), primary_key=True),
-    Column("samples", Text, nullable=False),
+    Column("metric", String(40), primary_key=True),
+    Column("agent", String(100), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("samples", LargeBinary),
 )
 
 analytics_day_figures = Table(  # per day kept: each figure's samples

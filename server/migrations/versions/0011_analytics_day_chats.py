@@ -5,8 +5,9 @@ Reports filtered by channel, department or agent walked their whole period (2.3 
 PostgreSQL CPU for a month of a million messages filtered to one department): the kept
 days held the figures over all chats only. The filters are the chats' values as they are
 now (a chat moved to another department counts there, for its whole history), so what is
-kept per day is each chat's own samples; a filtered report joins them to the chats the
-filters keep at the moment it runs, and the answer is the walk's, exactly.
+kept per day is each chat's own samples of each figure (as ``analytics_day_figures``
+holds everyone's); a filtered report joins them to the chats the filters keep at the
+moment it runs and adds them up, and the answer is the walk's, exactly.
 
 ``analytics_days.filling`` lets a fill walk a day without holding the
 ``analytics_state`` row lock (or, on SQLite, the one writer) for the walk: the fill marks
@@ -40,7 +41,10 @@ def upgrade():
         sa.Column("wait_minutes", sa.Float, primary_key=True),
         sa.Column("day", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("chat_id", sa.String(100), primary_key=True),
-        sa.Column("samples", sa.Text, nullable=False),  # JSON: [[metric, agent, count, [values…]], …]
+        sa.Column("metric", sa.String(40), primary_key=True),
+        sa.Column("agent", sa.String(100), primary_key=True),  # '' for the figures over everyone
+        sa.Column("count", sa.Integer, nullable=False),
+        sa.Column("samples", sa.LargeBinary),  # the chat's values, float64 little-endian
     )
 
 
