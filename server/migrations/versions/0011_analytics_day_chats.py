@@ -50,5 +50,6 @@ def upgrade():
 
 def downgrade():
     op.drop_table("analytics_day_chats")
-    with op.batch_alter_table("analytics_days") as batch:
-        batch.drop_column("filling")
+    # ALTER TABLE … DROP COLUMN, also on SQLite (3.35+): a batch copy of the table would
+    # rename it, which SQLite refuses while migration 0010's triggers name it
+    op.drop_column("analytics_days", "filling")
