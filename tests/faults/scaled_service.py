@@ -174,19 +174,29 @@ class SmtpCounter:
 class Http:
     """One keep-alive HTTP connection. ``call`` retries a 503 (the service says the
     database is away: nothing was written) after its Retry-After, up to ``retry_for``
-    seconds; a connection error is not retried (its outcome is unknown) but raised."""
+    seconds; a connection error is not retried (its outcome is unknown) but raised.
+    A connection idle for longer than gunicorn keeps one open (2 s) is not reused: the
+    server may have closed it, and a request written into it would fail with a broken
+    pipe though the service is well (pooled HTTP clients check the same before reuse)."""
+
+    IDLE = 1.0  # seconds; gunicorn's default keep-alive is 2
 
     def __init__(self, port: int, timeout: float = 30):
         self.port, self.timeout = port, timeout
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.used = time.monotonic()
 
     def once(self, method, path, body=None, headers=None):
         h = {"Content-Type": "application/json"} if body is not None else {}
         h.update(headers or {})
+        if time.monotonic() - self.used > self.IDLE:
+            self.conn.close()  # the next request opens a new connection
         try:
             self.conn.request(method, path, body=None if body is None else json.dumps(body), headers=h)
             r = self.conn.getresponse()
-            return r.status, r.read(), r.getheader("Retry-After")
+            data = r.read()
+            self.used = time.monotonic()
+            return r.status, data, r.getheader("Retry-After")
         except (http.client.HTTPException, OSError):
             self.conn.close()
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
