@@ -111,7 +111,10 @@ def fail(span: Span, code: str, message: str, hint: str | None = None, kind=Comp
 
 
 def did_you_mean(name: str, candidates) -> str | None:
-    """The nearest candidate to a misspelled name, as a hint, or None."""
+    """The nearest candidate to a misspelled name, as a hint, or None (also for a name
+    that is no text: a YAML key such as `true:` or `1:` is close to nothing)."""
+    if not isinstance(name, str):
+        return None
     import difflib
 
     found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)

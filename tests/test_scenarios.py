@@ -250,3 +250,21 @@ def test_rules_that_are_no_paths_are_a_located_error(tmp_path, rules):
         load_scenario(path)
     d = err.value.diagnostics[0]
     assert (d.code, d.span.line) == ("scenario_error", 1) and "rule file's path" in d.message
+
+
+@pytest.mark.parametrize("where,key", [("expect", "true"), ("expect", "1"), ("test", "false"), ("test", "2.5")])
+def test_a_key_that_is_no_text_is_a_located_error(tmp_path, where, key):
+    """A YAML key read as a boolean or a number made the misspelling hint crash (atheris,
+    `TypeError: 'bool' object is not iterable` in difflib)."""
+    from engine.scenario import ScenarioError
+
+    path = tmp_path / "s.yaml"
+    if where == "expect":
+        body = f"tests:\n  - name: t\n    expect:\n      - {key}: 1\n"
+    else:
+        body = f"tests:\n  - name: t\n    {key}: 1\n"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    d = err.value.diagnostics[0]
+    assert d.code == "scenario_error" and d.span.line >= 2 and "unknown" in d.message
