@@ -311,10 +311,6 @@ def _defaults(table, names) -> dict:
     return out
 
 
-def _rows_param(rows) -> str:
-    return json_dumps(rows)
-
-
 def insert_rows(conn, table, rows, conflict_key: list | None = None) -> None:
     """INSERT ``rows`` (dicts with the same keys); with ``conflict_key``, rows whose key is
     stored already are left out (``ON CONFLICT (key) DO NOTHING``)."""
@@ -342,7 +338,7 @@ def insert_rows(conn, table, rows, conflict_key: list | None = None) -> None:
            f'ORDER BY r.ordinality')
     if conflict_key:
         sql += " ON CONFLICT ({}) DO NOTHING".format(", ".join(f'"{k}"' for k in conflict_key))
-    conn.execute(text(sql), {"rows": _rows_param(rows)})
+    conn.execute(text(sql), {"rows": json_dumps(rows)})
 
 
 def update_rows(conn, table, rows, key: str = "id") -> None:
@@ -365,7 +361,7 @@ def update_rows(conn, table, rows, key: str = "id") -> None:
     sets = ", ".join(f'"{n}" = r."{n}"' for n in names if n != key)
     conn.execute(text(f'UPDATE "{table.name}" AS t SET {sets} '
                       f'FROM json_populate_recordset(NULL::"{table.name}", CAST(:rows AS json)) AS r '
-                      f'WHERE t."{key}" = r."{key}"'), {"rows": _rows_param(rows)})
+                      f'WHERE t."{key}" = r."{key}"'), {"rows": json_dumps(rows)})
 
 
 def among(conn, column, values):
